@@ -1,0 +1,3 @@
+from lossxfer.cli import main
+
+main()

@@ -1,0 +1,9 @@
+"""The `lossxfer` command line: a thin layer over the library, one module per verb.
+
+Verb modules import the library (and so torch, numpy, h5py) only inside their command
+functions, so `lossxfer --help` and tab completion never load them.
+"""
+
+from lossxfer.cli.app import app, main
+
+__all__ = ["app", "main"]

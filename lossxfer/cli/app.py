@@ -1,0 +1,91 @@
+"""The Typer application and the entry point that maps errors to exit codes (DESIGN.md §4)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Annotated
+
+import typer
+
+from lossxfer import __version__
+
+HELP = """\
+Study how a classifier's training objective shapes its features and their transferability
+(Kornblith et al., "Why Do Better Loss Functions Lead to Less Transferable Features?", 2021).
+
+Every verb reads files and writes files: checkpoints (.safetensors), activation stores (.h5)
+and result records (.json), so verbs compose in shell scripts and SLURM job arrays.
+
+Example: lossxfer train --data digits --classes 0-4 --loss cosine_softmax -o runs/cos
+"""
+
+EPILOG = "Exit status: 0 ok, 1 internal error, 2 usage, 3 bad input file, 4 device unavailable, \
+5 diverged, 130 interrupted, 143 preempted after saving state."
+
+app = typer.Typer(
+    name="lossxfer",
+    help=HELP,
+    epilog=EPILOG,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"lossxfer {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Show the version and exit.", callback=_version),
+    ] = False,
+) -> None:
+    """Study how the training objective shapes features and their transferability."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; every failure ends in one line on stderr and a documented exit code."""
+    from typer._click.exceptions import ClickException
+
+    from lossxfer.errors import LossxferError
+
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args or bool(os.environ.get("LOSSXFER_DEBUG"))
+    try:
+        rv = app(args=args, prog_name="lossxfer", standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
+    except LossxferError as exc:
+        if debug:
+            traceback.print_exc()
+        _error(str(exc))
+        code = exc.exit_code
+    except ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        _error("interrupted")
+        code = 130
+    except BrokenPipeError:
+        # `lossxfer report ... | head`: the reader went away; not an error of ours.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 0
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        _error(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)")
+        code = 1
+    sys.exit(code)
+
+
+def _error(message: str) -> None:
+    text = " ".join(message.split("\n"))
+    sys.stderr.write(f"lossxfer: error: {text}\n")
+    sys.stderr.flush()

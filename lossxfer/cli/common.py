@@ -1,0 +1,209 @@
+"""Options shared by every verb (one definition each) and the verbs' output helpers.
+
+stdout carries data only (a table, or exactly one JSON document with --json); progress and logs
+go to stderr: a Rich bar on a terminal, plain log lines otherwise (SLURM logs), nothing with -q.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
+
+    from lossxfer.results import Result
+
+
+def complete_path(*suffixes: str) -> Callable[[str], list[str]]:
+    """Shell completion of file paths with the given suffixes (and directories)."""
+
+    def complete(incomplete: str) -> list[str]:
+        folder, _, stem = incomplete.rpartition("/")
+        base = Path(folder or ".")
+        try:
+            entries = sorted(base.iterdir())
+        except OSError:
+            return []
+        prefix = f"{folder}/" if folder else ""
+        return [
+            f"{prefix}{e.name}{'/' if e.is_dir() else ''}"
+            for e in entries
+            if e.name.startswith(stem)
+            and not e.name.startswith(".")
+            and (e.is_dir() or e.name.endswith(suffixes))
+        ]
+
+    return complete
+
+
+def _complete_device(incomplete: str) -> list[str]:
+    return [d for d in ("auto", "cpu", "cuda", "cuda:0", "cuda:1") if d.startswith(incomplete)]
+
+
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help="Where to compute: auto (CUDA if present), cpu, cuda or cuda:N.",
+        autocompletion=_complete_device,
+    ),
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (runs are repeatable).")]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print exactly one JSON document on stdout, nothing else.")
+]
+QuietOpt = Annotated[
+    bool, typer.Option("-q", "--quiet", help="No progress or log output; errors only.")
+]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option("-o", "--out", help="Write the result here.", dir_okay=False),
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")]
+DebugOpt = Annotated[
+    bool, typer.Option("--debug", help="Show debug logs and full tracebacks on errors.")
+]
+
+LOG = logging.getLogger("lossxfer")
+
+
+class Output:
+    """One verb's view of the terminal: logging, progress and the final data on stdout."""
+
+    def __init__(self, json: bool = False, quiet: bool = False, debug: bool = False) -> None:
+        self.json = json
+        self.quiet = quiet
+        self.debug = debug
+        self.stderr_tty = sys.stderr.isatty()
+        self._progress: Progress | None = None
+        self._tasks: dict[str, TaskID] = {}
+        self._last_log: dict[str, float] = {}
+        setup_logging(quiet=quiet, debug=debug)
+
+    # -- progress -----------------------------------------------------------------------------
+    def progress(self, description: str, done: int, total: int | None) -> None:
+        """The library's progress callback: Rich bar on a terminal, log lines otherwise."""
+        if self.quiet:
+            return
+        if self.stderr_tty:
+            bar = self._bar()
+            if description not in self._tasks:
+                self._tasks[description] = bar.add_task(description, total=total)
+            bar.update(self._tasks[description], completed=done, total=total)
+            return
+        now = time.monotonic()
+        finished = total is not None and done >= total
+        if finished or now - self._last_log.get(description, 0.0) >= 10.0:
+            self._last_log[description] = now
+            of = f"/{total}" if total is not None else ""
+            LOG.info("%s: %d%s", description, done, of)
+
+    def _bar(self) -> Progress:
+        if self._progress is None:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=stderr_console(),
+                transient=True,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
+            self._progress.start()
+        return self._progress
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+            self._tasks.clear()
+
+    def __enter__(self) -> Output:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- data on stdout -----------------------------------------------------------------------
+    def emit(self, result: Result, render: Callable[[Result], Any] | None = None) -> None:
+        """Print the result: one JSON document with --json, else what `render` returns."""
+        self.close()
+        if self.json:
+            sys.stdout.write(result.to_json() + "\n")
+            sys.stdout.flush()
+            return
+        if render is not None:
+            stdout_console().print(render(result))
+
+    def emit_json(self, document: Any) -> None:
+        from lossxfer.results import dumps
+
+        self.close()
+        sys.stdout.write(dumps(document) + "\n")
+        sys.stdout.flush()
+
+
+def stdout_console() -> Console:
+    from rich.console import Console
+
+    return Console(soft_wrap=True, highlight=False)
+
+
+def stderr_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def setup_logging(quiet: bool = False, debug: bool = False) -> None:
+    """Logs to stderr: Rich on a terminal, `time lossxfer LEVEL message` lines elsewhere."""
+    level = logging.ERROR if quiet else logging.DEBUG if debug else logging.INFO
+    LOG.setLevel(level)
+    LOG.propagate = False
+    for old in list(LOG.handlers):
+        LOG.removeHandler(old)
+    handler: logging.Handler
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=stderr_console(), show_path=False, rich_tracebacks=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s lossxfer %(levelname)s %(message)s", "%H:%M:%S")
+        )
+    LOG.addHandler(handler)
+
+
+def parse_list(values: Iterable[str] | None) -> list[str]:
+    """Options given repeatedly and/or comma-separated: `--layer a,b --layer c` → [a, b, c]."""
+    out: list[str] = []
+    for value in values or ():
+        out.extend(part.strip() for part in value.split(",") if part.strip())
+    return out

@@ -1,0 +1,38 @@
+"""Architectures (REFERENCE.md §3): a registry of backbone builders, and the full network.
+
+A backbone maps images to the penultimate features x and exposes its named layers (`stem`,
+`block1`…`blockN`) for forward hooks; the objective builds the head, so `Network` = backbone +
+head, and its named layers add `penultimate` (backbone output) and `logits` (head output,
+before any scaling done in the loss). Builders import torch only when called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from lossxfer.data import InputSpec
+from lossxfer.registry import Registry
+
+if TYPE_CHECKING:
+    from lossxfer.nets import Backbone, Network
+    from lossxfer.objectives import Objective
+
+ARCHS: Registry[Callable[[InputSpec], Backbone]] = Registry("architecture")
+
+
+@ARCHS.register("smallcnn")
+def smallcnn(spec: InputSpec) -> Backbone:
+    """Four 3×3 conv–BN–ReLU stages (32-64-128-256 channels); fast on a CPU for ≤ 32 px."""
+    from lossxfer.nets import SmallCNN
+
+    return SmallCNN(spec.channels)
+
+
+def build_network(arch: str, spec: InputSpec, objective: Objective, num_classes: int) -> Network:
+    """Backbone of `arch` for inputs of `spec`, with the head that `objective` builds."""
+    from lossxfer.nets import Network
+
+    backbone = ARCHS.get(arch)(spec)
+    head = objective.build_head(backbone.feature_dim, num_classes)
+    return Network(backbone, head)

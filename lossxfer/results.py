@@ -1,0 +1,105 @@
+"""The result record: one JSON document per measurement (DESIGN.md §2).
+
+`report` needs nothing but these records, so everything needed to group and compare results
+(model provenance, evaluated dataset, configuration) is stored in each one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from lossxfer import __version__
+from lossxfer.errors import InputError
+from lossxfer.formats import RESULT, check_format
+from lossxfer.fsio import require_file, sha256, write_text_atomic
+
+KINDS = ("train", "extract", "probe", "finetune", "cka", "separation")
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclasses.dataclass
+class Result:
+    kind: str
+    metrics: dict[str, Any]
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    inputs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    model: dict[str, Any] = dataclasses.field(default_factory=dict)
+    dataset: Any = None
+    timing: dict[str, Any] = dataclasses.field(default_factory=dict)
+    created: str = dataclasses.field(default_factory=now)
+    lossxfer_version: str = __version__
+    format: str = RESULT
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict; NaN and infinity become None (null)."""
+        out = to_jsonable({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        assert isinstance(out, dict)
+        return out
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return dumps(self.to_dict(), indent=indent)
+
+    def write(self, path: str | os.PathLike[str], force: bool = False) -> Path:
+        return write_text_atomic(path, self.to_json() + "\n", force=force)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: object = "result") -> Result:
+        if not isinstance(data, dict):
+            raise InputError(f"{source}: not a lossxfer result record (not a JSON object)")
+        check_format(data.get("format"), RESULT, source)
+        if data.get("kind") not in KINDS:
+            raise InputError(f"{source}: unknown result kind {data.get('kind')!r}")
+        if not isinstance(data.get("metrics"), dict):
+            raise InputError(f"{source}: result record has no 'metrics' object")
+        names = {f.name for f in dataclasses.fields(cls)}
+        expected_types = {"config": dict, "inputs": list, "model": dict, "timing": dict}
+        for key, typ in expected_types.items():
+            if key in data and not isinstance(data[key], typ):
+                raise InputError(f"{source}: field {key!r} must be a JSON {typ.__name__}")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def load_result(path: str | os.PathLike[str]) -> Result:
+    p = require_file(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{p}: not a lossxfer result record (invalid JSON: {exc})") from None
+    return Result.from_dict(data, source=p)
+
+
+def input_record(path: str | os.PathLike[str]) -> dict[str, str]:
+    """{path, sha256} of an input file, for provenance."""
+    return {"path": str(path), "sha256": sha256(path)}
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Recursively convert to JSON types: NaN/inf → None, numpy/torch scalars and arrays → lists."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (str, bool, int)):
+        return obj
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return to_jsonable(dataclasses.asdict(obj))
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if hasattr(obj, "tolist"):  # numpy / torch scalars and arrays, without importing them
+        return to_jsonable(obj.tolist())
+    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+def dumps(obj: Any, indent: int | None = 2) -> str:
+    return json.dumps(to_jsonable(obj), indent=indent, allow_nan=False)

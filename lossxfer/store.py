@@ -1,0 +1,343 @@
+"""The HDF5 activation store (DESIGN.md §2): one file per (checkpoint, dataset).
+
+Layout: root attrs describe provenance; `/<split>/labels` and `/<split>/index` (int64, N) and one
+`/<split>/<layer>` dataset (N × D, float32 or float16, chunked by rows) per layer. Writers stream
+row blocks into a temporary file that is renamed only when complete; readers stream aligned row
+blocks so nothing needs a whole layer in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from lossxfer import __version__
+from lossxfer.errors import InputError, UsageError
+from lossxfer.formats import ACTIVATIONS, check_format
+from lossxfer.fsio import atomic_path, require_file
+
+if TYPE_CHECKING:
+    import h5py
+    import numpy as np
+
+SPLITS = ("train", "val", "test")
+_META = ("labels", "index")
+ROW_CHUNK_BYTES = 1 << 20  # about 1 MiB per chunk
+
+
+@dataclass
+class Block:
+    """Rows [start, start + len(labels)) of one split, aligned across layers."""
+
+    start: int
+    labels: np.ndarray
+    index: np.ndarray
+    layers: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """A layer to store: its row width, the original (per-sample) shape and the pooling applied."""
+
+    dim: int
+    shape: tuple[int, ...]
+    pool: str
+
+
+class StoreWriter:
+    """Create a store atomically.
+
+    with StoreWriter(path, attrs, force=...) as w:
+        w.create_split("test", n, {"penultimate": LayerSpec(...)})
+        w.write("test", start, labels, index, {"penultimate": rows})
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        attrs: Mapping[str, Any],
+        force: bool = False,
+        dtype: str = "float32",
+        compression: str | None = None,
+    ) -> None:
+        if dtype not in ("float32", "float16"):
+            raise UsageError(f"--dtype {dtype!r}: expected float32 or float16")
+        if compression not in (None, "lzf", "gzip"):
+            raise UsageError(f"--compression {compression!r}: expected lzf or gzip")
+        self.path = Path(path)
+        self.attrs = dict(attrs)
+        self.force = force
+        self.dtype = dtype
+        self.compression = compression
+        self._stack = contextlib.ExitStack()
+        self._file: h5py.File | None = None
+        self._written: dict[str, int] = {}
+        self._sizes: dict[str, int] = {}
+
+    def __enter__(self) -> StoreWriter:
+        import h5py
+
+        tmp = self._stack.enter_context(atomic_path(self.path, self.force))
+        self._file = self._stack.enter_context(h5py.File(tmp, "w", libver="latest"))
+        root = self._file.attrs
+        root["format"] = ACTIVATIONS
+        root["lossxfer_version"] = __version__
+        for key, value in self.attrs.items():
+            root[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            short = {
+                s: (w, self._sizes[s]) for s, w in self._written.items() if w != self._sizes[s]
+            }
+            if short:
+                exc = RuntimeError(f"store {self.path}: splits not fully written: {short}")
+        if exc is None:
+            self._stack.close()
+        else:
+            self._stack.__exit__(type(exc), exc, exc.__traceback__)
+            if exc_type is None:
+                raise exc
+
+    @property
+    def file(self) -> h5py.File:
+        if self._file is None:
+            raise RuntimeError("StoreWriter used outside its `with` block")
+        return self._file
+
+    def create_split(self, split: str, n: int, layers: Mapping[str, LayerSpec]) -> None:
+        group = self.file.create_group(split)
+        rows = max(1, min(n, 4096))
+        group.create_dataset("labels", shape=(n,), dtype="int64", chunks=(rows,) if n else None)
+        group.create_dataset("index", shape=(n,), dtype="int64", chunks=(rows,) if n else None)
+        itemsize = 2 if self.dtype == "float16" else 4
+        for name, spec in layers.items():
+            if name in _META:
+                raise UsageError(f"layer name {name!r} is reserved")
+            chunk_rows = max(1, min(n, ROW_CHUNK_BYTES // max(1, spec.dim * itemsize)))
+            ds = group.create_dataset(
+                name,
+                shape=(n, spec.dim),
+                dtype=self.dtype,
+                chunks=(chunk_rows, spec.dim) if n else None,
+                compression=self.compression,
+            )
+            ds.attrs["shape"] = list(spec.shape)
+            ds.attrs["pool"] = spec.pool
+        group.attrs["layer_order"] = json.dumps(list(layers))
+        self._written[split] = 0
+        self._sizes[split] = n
+
+    def write(
+        self,
+        split: str,
+        start: int,
+        labels: np.ndarray,
+        index: np.ndarray,
+        layers: Mapping[str, np.ndarray],
+    ) -> None:
+        group = self.file[split]
+        stop = start + len(labels)
+        group["labels"][start:stop] = labels
+        group["index"][start:stop] = index
+        for name, rows in layers.items():
+            group[name][start:stop] = rows
+        self._written[split] += len(labels)
+
+
+class Store:
+    """Read-only view of an activation store; validates the file as it opens it."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        import h5py
+
+        self.path = require_file(path)
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError:
+            raise InputError(f"{self.path}: not an HDF5 activation store") from None
+        try:
+            self._validate()
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _validate(self) -> None:
+        import h5py
+
+        check_format(self._file.attrs.get("format"), ACTIVATIONS, self.path)
+        for name in self._file:
+            if not isinstance(self._file.get(name, getlink=True), h5py.HardLink):
+                raise InputError(f"{self.path}: /{name} is a link to elsewhere; refused")
+        if not self.splits:
+            raise InputError(f"{self.path}: store holds no splits")
+        for split in self.splits:
+            group = self._file[split]
+            for name in group:
+                link = group.get(name, getlink=True)
+                if not isinstance(link, h5py.HardLink):
+                    raise InputError(f"{self.path}: /{split}/{name} is a link; refused")
+                ds = group[name]
+                if not isinstance(ds, h5py.Dataset):
+                    raise InputError(f"{self.path}: /{split}/{name} is not a dataset")
+                if ds.is_virtual or ds.external:
+                    raise InputError(f"{self.path}: /{split}/{name} refers to other files; refused")
+            for meta in _META:
+                if meta not in group:
+                    raise InputError(f"{self.path}: split {split!r} has no {meta!r}")
+                ds = group[meta]
+                if ds.ndim != 1 or ds.dtype.kind not in "iu":
+                    raise InputError(f"{self.path}: /{split}/{meta} must be a 1-d integer array")
+            n = group["labels"].shape[0]
+            if group["index"].shape[0] != n:
+                raise InputError(f"{self.path}: split {split!r}: labels and index differ in length")
+            for layer in self.layers(split):
+                ds = group[layer]
+                if ds.ndim != 2 or ds.dtype.kind != "f":
+                    raise InputError(
+                        f"{self.path}: /{split}/{layer} must be a 2-d float array, "
+                        f"found {ds.dtype} with shape {ds.shape}"
+                    )
+                if ds.shape[0] != n:
+                    raise InputError(
+                        f"{self.path}: /{split}/{layer} has {ds.shape[0]} rows but the split has "
+                        f"{n} labels"
+                    )
+
+    # -- description --------------------------------------------------------------------------
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """Root attributes, JSON-valued ones decoded."""
+        out: dict[str, Any] = {}
+        for key, value in self._file.attrs.items():
+            if isinstance(value, bytes):
+                value = value.decode()
+            if isinstance(value, str) and value[:1] in "[{":
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError:
+                    raise InputError(f"{self.path}: attribute {key!r} is not valid JSON") from None
+            elif hasattr(value, "item"):
+                value = value.item()
+            out[key] = value
+        return out
+
+    @property
+    def splits(self) -> list[str]:
+        import h5py
+
+        groups = [k for k in self._file if self._file.get(k, getclass=True) is h5py.Group]
+        return sorted(groups, key=lambda s: (SPLITS.index(s) if s in SPLITS else len(SPLITS), s))
+
+    def layers(self, split: str) -> list[str]:
+        group = self._group(split)
+        names = [k for k in group if k not in _META]
+        order = group.attrs.get("layer_order")
+        if order is not None:
+            ranked = {name: i for i, name in enumerate(json.loads(order))}
+            names.sort(key=lambda k: ranked.get(k, len(ranked)))
+        return names
+
+    def num_rows(self, split: str) -> int:
+        return int(self._group(split)["labels"].shape[0])
+
+    def dim(self, split: str, layer: str) -> int:
+        return int(self._dataset(split, layer).shape[1])
+
+    def layer_attrs(self, split: str, layer: str) -> dict[str, Any]:
+        ds = self._dataset(split, layer)
+        return {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in ds.attrs.items()}
+
+    # -- data ---------------------------------------------------------------------------------
+    def labels(self, split: str) -> np.ndarray:
+        return self._group(split)["labels"][...].astype("int64")
+
+    def index(self, split: str) -> np.ndarray:
+        return self._group(split)["index"][...].astype("int64")
+
+    def read(self, split: str, layer: str, dtype: str = "float32") -> np.ndarray:
+        """A whole layer in memory (use `blocks` to stream instead)."""
+        return self._dataset(split, layer)[...].astype(dtype, copy=False)
+
+    def blocks(
+        self,
+        split: str,
+        layers: Sequence[str],
+        block_rows: int = 4096,
+        start: int = 0,
+        stop: int | None = None,
+        dtype: str = "float32",
+    ) -> Iterator[Block]:
+        """Aligned row blocks of `layers` (and labels, index) over rows [start, stop)."""
+        if block_rows < 1:
+            raise UsageError(f"block size must be at least 1, got {block_rows}")
+        group = self._group(split)
+        datasets = {name: self._dataset(split, name) for name in layers}
+        stop = self.num_rows(split) if stop is None else stop
+        for lo in range(start, stop, block_rows):
+            hi = min(lo + block_rows, stop)
+            yield Block(
+                start=lo,
+                labels=group["labels"][lo:hi].astype("int64"),
+                index=group["index"][lo:hi].astype("int64"),
+                layers={k: ds[lo:hi].astype(dtype, copy=False) for k, ds in datasets.items()},
+            )
+
+    def _group(self, split: str) -> h5py.Group:
+        if split not in self.splits:
+            raise InputError(
+                f"{self.path}: no split {split!r}; the store has {', '.join(self.splits)}"
+            )
+        return self._file[split]
+
+    def _dataset(self, split: str, layer: str) -> h5py.Dataset:
+        group = self._group(split)
+        if layer in _META or layer not in group:
+            raise InputError(
+                f"{self.path}: split {split!r} has no layer {layer!r}; it has "
+                f"{', '.join(self.layers(split))}"
+            )
+        return group[layer]
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_store(path: str | os.PathLike[str]) -> Store:
+    """Open and validate a store; any problem is an InputError (exit 3) naming the file."""
+    try:
+        return Store(path)
+    except InputError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise InputError(f"{path}: unreadable activation store ({exc})") from None
+
+
+def check_aligned(a: Store, b: Store, split: str) -> None:
+    """Two stores must hold the same samples in the same order (compared by `index`)."""
+    import numpy as np
+
+    ia, ib = a.index(split), b.index(split)
+    if ia.shape != ib.shape or not np.array_equal(ia, ib):
+        raise InputError(
+            f"{a.path} and {b.path}: split {split!r} holds different samples "
+            f"({len(ia)} vs {len(ib)} rows, index differs); extract both from the same data"
+        )

@@ -1,0 +1,71 @@
+"""Image transforms (REFERENCE.md §2).
+
+Large images (> 64 px): Inception-style random resized crop (area 0.08–1, aspect 3/4–4/3),
+horizontal flip and bicubic resize for training; resize then centre crop keeping 87.5% of the
+shorter side for evaluation. Small images (≤ 64 px, e.g. digits, MNIST, CIFAR): normalise only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from lossxfer.data import SMALL_IMAGE, InputSpec
+
+if TYPE_CHECKING:
+    import torch
+
+EVAL_CROP_FRACTION = 0.875
+
+
+class Normalize:
+    """(x − mean) / std per channel, for one image (C×H×W) or a batch (N×C×H×W)."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        import torch
+
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def build_transform(
+    spec: InputSpec, augment: bool, tensor_images: bool = False
+) -> Callable[[Any], torch.Tensor]:
+    """The training (`augment`) or evaluation transform for images of `spec`."""
+    if tensor_images and spec.size <= SMALL_IMAGE:
+        return Normalize(spec.mean, spec.std)
+    import torch
+    from torchvision.transforms import v2 as T
+
+    to_tensor = [T.ToImage(), T.ToDtype(torch.float32, scale=True)]
+    if spec.channels == 1:
+        to_tensor.insert(0, T.Grayscale(1))
+    elif spec.channels == 3:
+        to_tensor.insert(0, T.RGB())
+    normalize = T.Normalize(list(spec.mean), list(spec.std))
+    bicubic = T.InterpolationMode.BICUBIC
+    if spec.size <= SMALL_IMAGE:
+        steps: list[Any] = [*to_tensor, T.Resize((spec.size, spec.size), antialias=True)]
+    elif augment:
+        steps = [
+            *to_tensor,
+            T.RandomResizedCrop(
+                spec.size,
+                scale=(0.08, 1.0),
+                ratio=(3 / 4, 4 / 3),
+                interpolation=bicubic,
+                antialias=True,
+            ),
+            T.RandomHorizontalFlip(),
+        ]
+    else:
+        resize = round(spec.size / EVAL_CROP_FRACTION)
+        steps = [
+            *to_tensor,
+            T.Resize(resize, interpolation=bicubic, antialias=True),
+            T.CenterCrop(spec.size),
+        ]
+    return T.Compose([*steps, normalize])
