@@ -1,0 +1,188 @@
+"""Checkpoints: safetensors weights plus self-describing metadata (DESIGN.md §2).
+
+A checkpoint alone rebuilds its model: the metadata names the architecture, the objective and
+its options (which build the head), the class count and the input spec. Loading is strict (a
+missing or unexpected tensor is an error) and never executes code: safetensors holds only raw
+tensors and a string → string header.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lossxfer import __version__
+from lossxfer.data import InputSpec
+from lossxfer.errors import InputError
+from lossxfer.formats import CHECKPOINT, check_format
+from lossxfer.fsio import atomic_path, require_file, sha256
+from lossxfer.results import dumps, now
+
+if TYPE_CHECKING:
+    import torch
+
+    from lossxfer.nets import Network
+
+# Metadata values that are JSON documents (the rest are plain strings).
+_JSON_FIELDS = ("objective_opts", "classes", "input", "data", "config", "metrics", "extra")
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointMeta:
+    """Everything besides the weights; stored as the safetensors `__metadata__` header."""
+
+    arch: str
+    objective: str
+    objective_opts: dict[str, Any]
+    num_classes: int
+    classes: list[int]  # source class ids, in the order of the model's outputs
+    input: InputSpec
+    data: dict[str, Any]  # Data.describe() of the training data
+    seed: int
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # e.g. finetune's source
+    lossxfer_version: str = __version__
+    created: str = dataclasses.field(default_factory=now)
+    format: str = CHECKPOINT
+
+    def to_header(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "input":
+                value = value.to_dict()
+            out[f.name] = dumps(value, indent=None) if f.name in _JSON_FIELDS else str(value)
+        return out
+
+    @classmethod
+    def from_header(cls, header: dict[str, str] | None, source: object) -> CheckpointMeta:
+        header = header or {}
+        check_format(header.get("format"), CHECKPOINT, source)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in header:
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                    raise InputError(f"{source}: checkpoint metadata lacks {f.name!r}")
+                continue
+            raw = header[f.name]
+            try:
+                if f.name in _JSON_FIELDS:
+                    values[f.name] = json.loads(raw)
+                elif f.name in ("num_classes", "seed"):
+                    values[f.name] = int(raw)
+                else:
+                    values[f.name] = raw
+                if f.name == "input":
+                    values[f.name] = InputSpec.from_dict(values[f.name])
+            except (json.JSONDecodeError, ValueError, KeyError, TypeError):
+                raise InputError(f"{source}: checkpoint metadata {f.name!r} is malformed") from None
+        meta = cls(**values)
+        expect = {"objective_opts": dict, "classes": list, "data": dict, "config": dict}
+        for name, typ in expect.items():
+            if not isinstance(getattr(meta, name), typ):
+                raise InputError(f"{source}: checkpoint metadata {name!r} must be a JSON {typ}")
+        if meta.num_classes != len(meta.classes) or meta.num_classes < 1:
+            raise InputError(f"{source}: num_classes disagrees with the class list")
+        return meta
+
+    def provenance(self, sha: str) -> dict[str, Any]:
+        """The `model` block of result records (docs/internals.md)."""
+        return {
+            "arch": self.arch,
+            "objective": self.objective,
+            "objective_opts": self.objective_opts,
+            "seed": self.seed,
+            "data": self.data,
+            "checkpoint_sha256": sha,
+        }
+
+
+def save_tensors(
+    path: str | os.PathLike[str],
+    tensors: dict[str, torch.Tensor],
+    metadata: dict[str, str],
+    force: bool = False,
+) -> Path:
+    """Write a safetensors file atomically (temporary file, fsync, rename)."""
+    from safetensors.torch import save_file
+
+    flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_path(path, force) as tmp:
+        save_file(flat, str(tmp), metadata=metadata)
+    return Path(path)
+
+
+def load_tensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read every tensor and the header of a safetensors file; any corruption → exit 3."""
+    from safetensors import safe_open
+
+    p = require_file(path)
+    try:
+        with safe_open(str(p), framework="pt", device="cpu") as fh:
+            header = fh.metadata() or {}
+            tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118
+    except Exception as exc:  # safetensors raises its own error types for bad headers
+        raise InputError(f"{p}: not a readable safetensors file ({_first_line(exc)})") from None
+    return tensors, header
+
+
+def read_metadata(path: str | os.PathLike[str]) -> CheckpointMeta:
+    """Only the header: cheap, for `info` and for validating inputs before work starts."""
+    from safetensors import safe_open
+
+    p = require_file(path)
+    try:
+        with safe_open(str(p), framework="pt", device="cpu") as fh:
+            header = fh.metadata()
+    except Exception as exc:
+        raise InputError(f"{p}: not a readable safetensors file ({_first_line(exc)})") from None
+    return CheckpointMeta.from_header(header, p)
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str], network: Network, meta: CheckpointMeta, force: bool = False
+) -> Path:
+    return save_tensors(path, dict(network.state_dict()), meta.to_header(), force)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> tuple[Network, CheckpointMeta]:
+    """Rebuild the network from the file alone and load its weights strictly (on the CPU)."""
+    from lossxfer.models import build_network
+    from lossxfer.objectives import make_objective
+
+    tensors, header = load_tensors(path)
+    meta = CheckpointMeta.from_header(header, path)
+    try:
+        objective = make_objective(meta.objective, meta.objective_opts)
+        network = build_network(meta.arch, meta.input, objective, meta.num_classes)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"{path}: cannot rebuild the model: {_first_line(exc)}") from None
+    expected = network.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise InputError(f"{path}: checkpoint tensors do not match {meta.arch}: {what}")
+    for key, value in tensors.items():
+        if value.shape != expected[key].shape or value.dtype != expected[key].dtype:
+            raise InputError(
+                f"{path}: tensor {key!r} is {value.dtype} {tuple(value.shape)}, the model needs "
+                f"{expected[key].dtype} {tuple(expected[key].shape)}"
+            )
+    network.load_state_dict(tensors, strict=True)
+    return network, meta
+
+
+def checkpoint_provenance(path: str | os.PathLike[str], meta: CheckpointMeta) -> dict[str, Any]:
+    return meta.provenance(sha256(path))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
