@@ -7,3 +7,4 @@ functions, so `lossxfer --help` and tab completion never load them.
 from lossxfer.cli.app import app, main
 
 __all__ = ["app", "main"]
+from lossxfer.cli import separation  # noqa: F401

@@ -57,6 +57,55 @@ DeviceOpt = Annotated[
         autocompletion=_complete_device,
     ),
 ]
+
+
+def _complete_layer(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Layer names of the activation store given earlier on the line (`--layer a,b` aware).
+
+    Only this completion opens HDF5 (h5py is imported here, when a store is on the line)."""
+    stores = [v for v in ctx.params.values() if isinstance(v, Path) and v.suffix == ".h5"]
+    head, _, stem = incomplete.rpartition(",")
+    prefix = f"{head}," if head else ""
+    names = ["all"]
+    if stores and stores[0].is_file():
+        try:
+            import h5py
+
+            with h5py.File(stores[0], "r") as f:
+                for split in f.values():
+                    if isinstance(split, h5py.Group):
+                        names += [k for k in split if k not in ("labels", "index")]
+        except (OSError, ImportError):
+            pass
+    return [prefix + n for n in dict.fromkeys(names) if n.startswith(stem)]
+
+
+def _complete_split(incomplete: str) -> list[str]:
+    return [s for s in ("train", "val", "test") if s.startswith(incomplete)]
+
+
+StoreArg = Annotated[
+    Path,
+    typer.Argument(
+        help="Activation store (.h5) written by `lossxfer extract`.",
+        dir_okay=False,
+        autocompletion=complete_path(".h5"),
+    ),
+]
+LayerOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--layer",
+        help="Layer(s) to use: repeat or comma-separate; `all` for every stored layer.",
+        autocompletion=_complete_layer,
+    ),
+]
+SplitOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--split", help="Store split to read: train, val or test.", autocompletion=_complete_split
+    ),
+]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (runs are repeatable).")]
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print exactly one JSON document on stdout, nothing else.")

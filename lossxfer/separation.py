@@ -1,0 +1,245 @@
+"""Class separation R² and representation statistics of stored layers, in one streamed pass.
+
+Per layer, from one pass over row blocks of an activation store (float64 accumulation):
+
+- R² (REFERENCE.md §6) on L2-normalised rows x̂, classes weighted equally, self-pairs included.
+  With μ_k the mean of x̂ over class k: d̄_within = 1 − (1/K)Σ_k‖μ_k‖², d̄_total =
+  1 − ‖(1/K)Σ_k μ_k‖², R² = 1 − d̄_within/d̄_total; class k's own within-class distance is
+  1 − ‖μ_k‖². Memory O(K·D). Rows of all zeros have no direction: they are counted
+  (`zero_rows`), logged and left out of R² only.
+- sparsity: mean over rows of the fraction of exact zeros in the row.
+- dead units: units that are zero on every row of the split.
+- effective dimensionality: participation ratio of the covariance spectrum,
+  (Σλ)²/Σλ² = tr(C)²/‖C‖_F² with C = (1/N)Σ(x − x̄)(x − x̄)ᵀ on the raw rows.
+- NC1 (Papyan et al. 2020): tr(Σ_W Σ_B⁺)/K with Σ_W = (1/N)Σ_i (x_i − m_{y_i})(x_i − m_{y_i})ᵀ
+  (pooled within-class covariance), Σ_B = (1/K)Σ_k (m_k − m̄)(m_k − m̄)ᵀ, m_k the class means of
+  the raw rows and m̄ their unweighted mean.
+
+The last two need Σxxᵀ, an O(D²) accumulator: they are skipped (null, with a warning) for layers
+wider than `max_cov_dim`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from lossxfer.errors import InputError, UsageError
+from lossxfer.progress import ProgressFn, no_progress
+from lossxfer.results import Result, input_record
+from lossxfer.store import Store, open_store
+
+LOG = logging.getLogger("lossxfer")
+
+
+@dataclass(frozen=True)
+class SeparationConfig:
+    """What to measure. Empty `layers` means `penultimate` (else the store's last layer) and
+    `("all",)` every layer; `split=None` means `test` if the store has it, else `train`."""
+
+    store: str
+    layers: tuple[str, ...] = ()
+    split: str | None = None
+    block_rows: int = 4096
+    max_cov_dim: int = 4096
+
+
+def _add_by_class(acc: np.ndarray, cls: np.ndarray, rows: np.ndarray) -> None:
+    """acc[k] += sum of rows of class k, in O(rows) (sort + reduceat, not a one-hot product)."""
+    if len(cls) == 0:
+        return
+    order = np.argsort(cls, kind="stable")
+    present, starts = np.unique(cls[order], return_index=True)
+    acc[present] += np.add.reduceat(rows[order], starts, axis=0)
+
+
+class _LayerStats:
+    """Running sums for one layer; `update` per row block, `finish` for the metrics."""
+
+    def __init__(self, num_classes: int, dim: int, with_cov: bool) -> None:
+        self.rows = np.zeros(num_classes, np.int64)
+        self.unit_rows = np.zeros(num_classes, np.int64)  # rows with a direction (non-zero)
+        self.unit_sum = np.zeros((num_classes, dim))  # Σ x̂ per class
+        self.zero_fraction_sum = 0.0
+        self.alive = np.zeros(dim, bool)
+        self.with_cov = with_cov
+        # Raw sums are taken about `shift` (the first block's mean) to avoid cancellation in
+        # Σxxᵀ − N x̄x̄ᵀ when the mean is large next to the spread (ReLU features).
+        self.shift: np.ndarray | None = None
+        self.raw_sum = np.zeros((num_classes, dim)) if with_cov else None
+        self.m2 = np.zeros((dim, dim)) if with_cov else None
+
+    def update(self, x: np.ndarray, cls: np.ndarray) -> None:
+        zeros = x == 0
+        self.zero_fraction_sum += float(zeros.mean(axis=1).sum())
+        self.alive |= ~zeros.all(axis=0)
+        self.rows += np.bincount(cls, minlength=len(self.rows))
+        norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+        keep = norms > 0
+        self.unit_rows += np.bincount(cls[keep], minlength=len(self.rows))
+        _add_by_class(self.unit_sum, cls[keep], x[keep] / norms[keep, None])
+        if self.raw_sum is not None and self.m2 is not None:
+            if self.shift is None:
+                self.shift = x.mean(axis=0)
+            xc = x - self.shift
+            _add_by_class(self.raw_sum, cls, xc)
+            self.m2 += xc.T @ xc
+
+    def finish(self, labels: np.ndarray, where: str) -> dict[str, Any]:
+        warnings: list[str] = []
+
+        def warn(message: str) -> None:
+            LOG.warning("%s: %s", where, message)
+            warnings.append(message)
+
+        n = int(self.rows.sum())
+        zero_rows = n - int(self.unit_rows.sum())
+        if zero_rows:
+            warn(f"{zero_rows} of {n} rows are all zeros (no direction); left out of R²")
+        has_dir = self.unit_rows > 0
+        for k in np.flatnonzero(~has_dir):
+            warn(f"class {labels[k]} has only all-zero rows; left out of R²")
+        if has_dir.sum() < 2:
+            raise InputError(
+                f"{where}: R² needs at least 2 classes with non-zero rows, found "
+                f"{int(has_dir.sum())}"
+            )
+        for k in np.flatnonzero(self.unit_rows == 1):
+            warn(f"class {labels[k]} has a single row: its within-class distance is 0 (self-pair)")
+        means = self.unit_sum[has_dir] / self.unit_rows[has_dir, None]
+        within = 1.0 - np.einsum("kd,kd->k", means, means)
+        d_within = float(within.mean())
+        grand = means.mean(axis=0)
+        d_total = float(1.0 - grand @ grand)
+        if d_total > 0:
+            r2: float | None = 1.0 - d_within / d_total
+        else:
+            r2 = None
+            warn("all rows point the same way (d̄_total = 0): R² undefined")
+        out: dict[str, Any] = {
+            "r2": r2,
+            "d_within": d_within,
+            "d_total": d_total,
+            "per_class_within": {
+                str(c): float(w) for c, w in zip(labels[has_dir], within, strict=True)
+            },
+            "class_rows": {str(c): int(r) for c, r in zip(labels, self.rows, strict=True)},
+            "classes": int(has_dir.sum()),
+            "rows": n,
+            "zero_rows": zero_rows,
+            "dim": len(self.alive),
+            "sparsity": self.zero_fraction_sum / n,
+            "dead_units": int((~self.alive).sum()),
+            "effective_dim": None,
+            "nc1": None,
+        }
+        if self.raw_sum is None or self.m2 is None:
+            warn(f"{len(self.alive)} units > max_cov_dim: effective_dim and nc1 not computed")
+        else:
+            out["effective_dim"], out["nc1"] = self._covariance_stats(warn)
+        out["warnings"] = warnings
+        return out
+
+    def _covariance_stats(self, warn: Any) -> tuple[float | None, float | None]:
+        assert self.raw_sum is not None and self.m2 is not None
+        n = self.rows.sum()
+        mean = self.raw_sum.sum(axis=0) / n
+        cov = self.m2 / n - np.outer(mean, mean)
+        trace = float(np.trace(cov))
+        effective_dim = trace**2 / float((cov * cov).sum()) if trace > 0 else None
+        class_means = self.raw_sum / self.rows[:, None]
+        within = (self.m2 - (class_means.T * self.rows) @ class_means) / n
+        k = len(class_means)
+        centred = (class_means - class_means.mean(axis=0)).T / np.sqrt(k)  # Σ_B = AAᵀ
+        u, s, _ = np.linalg.svd(centred, full_matrices=False)
+        keep = s > s.max(initial=0.0) * max(centred.shape) * np.finfo(float).eps
+        if not keep.any():
+            warn("all class means coincide (Σ_B = 0): NC1 undefined")
+            return effective_dim, None
+        # tr(Σ_W Σ_B⁺) = Σ_j u_jᵀ Σ_W u_j / s_j² over the non-zero singular pairs of A.
+        u = u[:, keep]
+        nc1 = float((np.einsum("dj,de,ej->j", u, within, u) / s[keep] ** 2).sum()) / k
+        return effective_dim, nc1
+
+
+def default_split(store: Store) -> str:
+    """The paper measures separation on the source data: `test` if extracted, else `train`."""
+    return "test" if "test" in store.splits else "train"
+
+
+def default_layers(store: Store, split: str) -> tuple[str, ...]:
+    layers = store.layers(split)
+    if not layers:
+        raise InputError(f"{store.path}: split {split!r} holds no layers")
+    return ("penultimate",) if "penultimate" in layers else (layers[-1],)
+
+
+def separation(
+    store: Store,
+    split: str,
+    layers: tuple[str, ...],
+    block_rows: int = 4096,
+    max_cov_dim: int = 4096,
+    progress: ProgressFn = no_progress,
+) -> dict[str, dict[str, Any]]:
+    """Per-layer metrics of one split, all layers in one pass over the rows."""
+    labels = store.labels(split)
+    if len(labels) == 0:
+        raise InputError(f"{store.path}: split {split!r} has no rows")
+    classes = np.unique(labels)
+    stats: dict[str, _LayerStats] = {}
+    for layer in layers:
+        dim = store.dim(split, layer)
+        stats[layer] = _LayerStats(len(classes), dim, with_cov=dim <= max_cov_dim)
+    total = len(labels)
+    progress("separation", 0, total)
+    for block in store.blocks(split, layers, block_rows=block_rows, dtype="float64"):
+        cls = np.searchsorted(classes, block.labels)
+        for layer, x in block.layers.items():
+            finite = np.isfinite(x).all(axis=1)
+            if not finite.all():
+                row = block.start + int(np.argmin(finite))
+                raise InputError(f"{store.path}: /{split}/{layer} row {row} is not finite")
+            stats[layer].update(x, cls)
+        progress("separation", block.start + len(block.labels), total)
+    return {
+        layer: s.finish(classes, f"{store.path}: /{split}/{layer}") for layer, s in stats.items()
+    }
+
+
+def run_separation(config: SeparationConfig, progress: ProgressFn = no_progress) -> Result:
+    """Measure a store and wrap the numbers in a `separation` result record."""
+    if config.block_rows < 1:
+        raise UsageError(f"--block-rows must be at least 1, got {config.block_rows}")
+    if config.max_cov_dim < 0:
+        raise UsageError(f"--max-cov-dim must be at least 0, got {config.max_cov_dim}")
+    started = time.perf_counter()
+    with open_store(config.store) as store:
+        split = config.split or default_split(store)
+        if config.layers == ("all",):
+            layers = tuple(store.layers(split))
+        else:
+            layers = config.layers or default_layers(store, split)
+        if len(set(layers)) != len(layers):
+            raise UsageError(f"--layer: repeated layer in {', '.join(layers)}")
+        metrics = separation(
+            store, split, layers, config.block_rows, config.max_cov_dim, progress=progress
+        )
+        attrs = store.attrs
+        model = attrs.get("model")
+        rows = store.num_rows(split)
+    wall = time.perf_counter() - started
+    resolved = replace(config, split=split, layers=tuple(layers))
+    return Result(
+        kind="separation",
+        metrics={"split": split, "layers": metrics},
+        config=asdict(resolved),
+        inputs=[input_record(config.store)],
+        model=model if isinstance(model, dict) else {},
+        dataset=attrs.get("dataset"),
+        timing={"wall_s": wall, "rows_per_s": rows / wall if wall > 0 else None},
+    )
