@@ -1,9 +1,11 @@
-"""Dataset specs, splits, class subsets and transforms (DESIGN.md §3, REFERENCE.md §2).
+"""Dataset specs, splits and class subsets (DESIGN.md §3).
 
-A data spec is a string: `digits`, `synthetic[:k=v,...]`, `NAME[:ROOT]` for a torchvision
-dataset, or `imagefolder:PATH`. Loading one gives a `Data` bundle whose splits are `train`, `val`
-(a deterministic, seeded fraction held out from train) and `test`; every row keeps its position
-in the source split (`index`), the stable sample id written to activation stores.
+A data spec is a string: `digits`, `synthetic[:k=v,...]`, or `NAME[:ROOT]` for a file-backed
+dataset (`cifar10:ROOT`, `mnist`, ..., `idx:DIR`, `imagefolder:PATH`; without ROOT, the caller's
+default root + NAME). The sources themselves are in `datasets.py`. Loading a spec gives a `Data`
+bundle whose splits are `train`, `val` (a deterministic, seeded fraction held out from train)
+and `test`; every row keeps its position in the source split (`index`), the stable sample id
+written to activation stores.
 """
 
 from __future__ import annotations
@@ -12,46 +14,23 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from lossxfer.errors import InputError, UsageError
-from lossxfer.registry import Registry
+from lossxfer.datasets import (
+    DATASETS,
+    IN_MEMORY,
+    ImageDataset,
+    InputSpec,
+    Source,
+    TensorImages,
+)
+from lossxfer.errors import UsageError
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
 SPLITS = ("train", "val", "test")
-
-
-class ImageDataset(Protocol):
-    """Map-style dataset of (image, label): what torch's DataLoader consumes."""
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, i: int) -> tuple[Any, int]: ...
-
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-SMALL_IMAGE = 64  # at most this many pixels a side: normalise-only transforms, CIFAR stem
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What the network sees: channels, square size, normalisation."""
-
-    channels: int
-    size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"channels": self.channels, "size": self.size, "mean": self.mean, "std": self.std}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> InputSpec:
-        return cls(int(d["channels"]), int(d["size"]), tuple(d["mean"]), tuple(d["std"]))
 
 
 @dataclass(frozen=True)
@@ -63,7 +42,12 @@ class DataSpec:
     options: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def parse(cls, text: str) -> DataSpec:
+    def parse(cls, text: str, default_root: str | None = None) -> DataSpec:
+        """`NAME[:ROOT]`; a file-backed NAME without ROOT gets `default_root/NAME`.
+
+        The CLI passes $LOSSXFER_DATA_ROOT as `default_root` (the library reads no environment);
+        the resolved root is kept in the spec, so artifacts record where the data came from.
+        """
         text = text.strip()
         name, _, rest = text.partition(":")
         if not name:
@@ -72,6 +56,12 @@ class DataSpec:
         if name == "synthetic":
             options = tuple(_parse_options(rest, text))
             return cls(name, None, options)
+        if name in IN_MEMORY:
+            if rest:
+                raise UsageError(f"--data {text!r}: {name} is built in and takes no folder")
+            return cls(name)
+        if not rest and default_root:
+            rest = os.path.join(default_root, name)
         return cls(name, rest or None, ())
 
     def __str__(self) -> str:
@@ -130,23 +120,6 @@ def format_classes(ids: Sequence[int]) -> str:
 
 
 @dataclass
-class Source:
-    """What a dataset loader returns: the source splits and how to feed them to a network.
-
-    `splits` maps "train" and "test" (and optionally "val", an official validation split) to
-    torch datasets yielding (image tensor C×H×W in [0, 1] or PIL image, label); `labels` has the
-    label of every row of each split, so subsets and splits are made without decoding images.
-    """
-
-    splits: dict[str, ImageDataset]
-    labels: dict[str, np.ndarray]
-    num_classes: int
-    input: InputSpec
-    tensor_images: bool = True  # items are ready tensors (no PIL decoding, no resizing needed)
-    class_names: list[str] | None = None
-
-
-@dataclass
 class Split:
     """One split as the verbs use it: dataset with re-indexed labels, its rows' ids and labels."""
 
@@ -183,13 +156,20 @@ class Data:
             "label": self.label,
             "val_fraction": self.val_fraction,
             "split_seed": self.split_seed,
+            "class_names": self.class_names,
         }
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """Names of the chosen classes, in label order, where the source has them."""
+        names = self.source.class_names
+        return [names[c] for c in self.classes] if names else None
 
     @property
     def label(self) -> str:
         """A short name for tables: 'digits[5-9]'."""
         full = list(range(self.source.num_classes))
-        name = self.spec.name if self.spec.name != "imagefolder" else str(self.spec)
+        name = str(self.spec) if self.spec.name in ("imagefolder", "idx") else self.spec.name
         return name if self.classes == full else f"{name}[{format_classes(self.classes)}]"
 
     def split(self, name: str, augment: bool | None = None) -> Split:
@@ -232,20 +212,33 @@ class Data:
 
 
 def held_out(rows: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """A boolean mask selecting a stratified, seeded `fraction` of rows for validation.
+    """A boolean mask selecting a stratified `fraction` of rows for validation.
 
-    Depends only on (rows, labels, fraction, seed), so it is stable across runs and machines.
+    Each row gets a key from a 64-bit integer hash of (row id, seed); within each class the rows
+    with the smallest keys are held out, never all of a class. So the split depends only on
+    (rows, labels, fraction, seed) — not on numpy's RNG streams, nor on which other classes are
+    loaded: a class subset's val rows are the full dataset's val rows of those classes.
     """
     import numpy as np
 
+    keys = _splitmix64(rows.astype(np.uint64) ^ _splitmix64(np.array([seed % 2**64], np.uint64)))
     mask = np.zeros(len(rows), dtype=bool)
-    rng = np.random.default_rng(seed)
     for cls in np.unique(labels):
         members = np.flatnonzero(labels == cls)
-        take = round(len(members) * fraction)
-        if take:
-            mask[rng.permutation(members)[:take]] = True
+        take = min(round(len(members) * fraction), len(members) - 1)
+        if take > 0:
+            mask[members[np.argsort(keys[members], kind="stable")[:take]]] = True
     return mask
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser: a fixed, well-mixed bijection of uint64 (wrapping arithmetic)."""
+    import numpy as np
+
+    x = x.astype(np.uint64)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
 
 class _Subset:
@@ -278,20 +271,14 @@ class _Subset:
 
         from lossxfer.transforms import Normalize
 
-        images = getattr(self.base, "images", None)
-        if images is None or not isinstance(self.transform, (Normalize, type(None))):
+        if not isinstance(self.base, TensorImages) or not isinstance(
+            self.transform, (Normalize, type(None))
+        ):
             return None
-        batch = images[torch.from_numpy(self.rows)]
+        batch = self.base.batch(self.rows)
         if self.transform is not None:
             batch = self.transform(batch)
         return batch, torch.from_numpy(self.labels)
-
-
-# ---------------------------------------------------------------------------------------------
-# Registry of dataset loaders: name → function(spec, download) -> Source.
-
-Loader = Callable[[DataSpec, bool], Source]
-DATASETS: Registry[Loader] = Registry("dataset")
 
 
 def load_data(
@@ -321,80 +308,3 @@ def load_data(
 def with_classes(data: Data, classes: Sequence[int]) -> Data:
     """The same loaded data restricted to other classes (no reloading)."""
     return replace(data, classes=sorted(classes))
-
-
-def data_root(spec: DataSpec) -> str:
-    """The dataset's folder: from the spec, else $LOSSXFER_DATA_ROOT/<name>."""
-    root = spec.root or os.environ.get("LOSSXFER_DATA_ROOT")
-    if not root:
-        raise InputError(
-            f"--data {spec.name}: no root folder given; use {spec.name}:PATH or set "
-            "LOSSXFER_DATA_ROOT"
-        )
-    return root if spec.root else os.path.join(root, spec.name)
-
-
-class TensorImages:
-    """An in-memory image dataset: float tensors N×C×H×W in [0, 1] plus int64 labels."""
-
-    def __init__(self, images: torch.Tensor, labels: np.ndarray) -> None:
-        self.images = images
-        self.labels = labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.images[i], int(self.labels[i])
-
-
-@DATASETS.register("digits")
-def _digits(spec: DataSpec, download: bool) -> Source:
-    """scikit-learn's bundled 8×8 handwritten digits (1,797 images, 10 classes).
-
-    Fixed split: every fifth image (i % 5 == 0) is test (360), the rest train (1,437).
-    """
-    import numpy as np
-    import torch
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    images = torch.from_numpy((bunch.images / 16.0).astype(np.float32)).unsqueeze(1)
-    labels = bunch.target.astype(np.int64)
-    is_test = np.arange(len(labels)) % 5 == 0
-    splits: dict[str, ImageDataset] = {}
-    split_labels: dict[str, np.ndarray] = {}
-    for name, mask in (("train", ~is_test), ("test", is_test)):
-        splits[name] = TensorImages(images[torch.from_numpy(mask)], labels[mask])
-        split_labels[name] = labels[mask]
-    return Source(splits, split_labels, 10, InputSpec(1, 8, (0.3053,), (0.3760,)))
-
-
-@DATASETS.register("synthetic")
-def _synthetic(spec: DataSpec, download: bool) -> Source:
-    """Seeded class-structured images for tests.
-
-    Options: classes (10), size (8), channels (1), train (50 per class), test (20 per class),
-    seed (0). Each class is a fixed random prototype image; samples add Gaussian noise.
-    """
-    import numpy as np
-    import torch
-
-    k = spec.option("classes", 10)
-    size = spec.option("size", 8)
-    channels = spec.option("channels", 1)
-    seed = spec.option("seed", 0)
-    if k < 1 or size < 1 or channels < 1:
-        raise UsageError(f"--data {spec}: classes, size and channels must be positive")
-    rng = np.random.default_rng(seed)
-    prototypes = rng.random((k, channels, size, size), dtype=np.float32)
-    splits: dict[str, ImageDataset] = {}
-    split_labels: dict[str, np.ndarray] = {}
-    for name, per_class in (("train", spec.option("train", 50)), ("test", spec.option("test", 20))):
-        labels = np.tile(np.arange(k, dtype=np.int64), per_class)
-        noise = rng.normal(0.0, 0.25, (len(labels), channels, size, size)).astype(np.float32)
-        images = np.clip(prototypes[labels] + noise, 0.0, 1.0)
-        splits[name] = TensorImages(torch.from_numpy(images), labels)
-        split_labels[name] = labels
-    mean, std = (0.5,) * channels, (0.29,) * channels
-    return Source(splits, split_labels, k, InputSpec(channels, size, mean, std))
