@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress, TaskID
 
+    from lossxfer.data import DataSpec
     from lossxfer.results import Result
 
 
@@ -256,3 +257,21 @@ def parse_list(values: Iterable[str] | None) -> list[str]:
     for value in values or ():
         out.extend(part.strip() for part in value.split(",") if part.strip())
     return out
+
+
+def data_spec(text: str) -> DataSpec:
+    """Parse `--data`; a dataset named without a folder is looked for in $LOSSXFER_DATA_ROOT/NAME.
+
+    Here, not in the library, because only the CLI reads the environment."""
+    import os
+
+    from lossxfer.data import DataSpec
+
+    return DataSpec.parse(text, default_root=os.environ.get("LOSSXFER_DATA_ROOT"))
+
+
+def complete_data(incomplete: str) -> list[str]:
+    """Shell completion of `--data`: the registered dataset names."""
+    from lossxfer.data import DATASETS
+
+    return [name for name in DATASETS.names() if name.startswith(incomplete)]
