@@ -50,6 +50,18 @@ def _root(
     """Study how the training objective shapes features and their transferability."""
 
 
+COMPLETE_VAR = "_LOSSXFER_COMPLETE"
+
+
+def _complete(args: list[str]) -> None:
+    """Answer a shell's completion request (Click's protocol; completions/ scripts) and exit."""
+    from lossxfer.cli.common import add_option_completion
+
+    command = typer.main.get_command(app)
+    add_option_completion(command)
+    command.main(args=args, prog_name="lossxfer", complete_var=COMPLETE_VAR)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; every failure ends in one line on stderr and a documented exit code."""
     from typer._click.exceptions import ClickException
@@ -57,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     from lossxfer.errors import LossxferError
 
     args = sys.argv[1:] if argv is None else argv
+    if COMPLETE_VAR in os.environ:
+        _complete(args)
     debug = "--debug" in args or bool(os.environ.get("LOSSXFER_DEBUG"))
     try:
         rv = app(args=args, prog_name="lossxfer", standalone_mode=False)

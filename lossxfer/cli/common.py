@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
+    import typer._click as click
     from rich.console import Console
     from rich.progress import Progress, TaskID
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 
 def complete_path(*suffixes: str) -> Callable[[str], list[str]]:
-    """Shell completion of file paths with the given suffixes (and directories)."""
+    """Shell completion of file paths with the given suffixes (any file if none) and folders."""
 
     def complete(incomplete: str) -> list[str]:
         folder, _, stem = incomplete.rpartition("/")
@@ -40,7 +41,7 @@ def complete_path(*suffixes: str) -> Callable[[str], list[str]]:
             for e in entries
             if e.name.startswith(stem)
             and not e.name.startswith(".")
-            and (e.is_dir() or e.name.endswith(suffixes))
+            and (e.is_dir() or not suffixes or e.name.endswith(suffixes))
         ]
 
     return complete
@@ -63,12 +64,14 @@ DeviceOpt = Annotated[
 def _complete_layer(ctx: typer.Context, incomplete: str) -> list[str]:
     """Layer names of the activation store given earlier on the line (`--layer a,b` aware).
 
-    Only this completion opens HDF5 (h5py is imported here, when a store is on the line)."""
-    stores = [v for v in ctx.params.values() if isinstance(v, Path) and v.suffix == ".h5"]
+    Only this completion opens HDF5 (h5py is imported here, when a store is on the line). The
+    store is a parsed parameter, or left unparsed in `ctx.args` when the line is incomplete."""
+    words = [*ctx.params.values(), *ctx.args]
+    stores = [Path(w) for w in words if str(w).endswith(".h5") and Path(w).is_file()]
     head, _, stem = incomplete.rpartition(",")
     prefix = f"{head}," if head else ""
     names = ["all"]
-    if stores and stores[0].is_file():
+    if stores:
         try:
             import h5py
 
@@ -275,3 +278,50 @@ def complete_data(incomplete: str) -> list[str]:
     from lossxfer.data import DATASETS
 
     return [name for name in DATASETS.names() if name.startswith(incomplete)]
+
+
+def _registry_names(module: str, attr: str) -> Callable[[str], list[str]]:
+    """Complete from a registry; registries are light, so this imports nothing heavy."""
+
+    def complete(incomplete: str) -> list[str]:
+        import importlib
+
+        names: list[str] = getattr(importlib.import_module(module), attr).names()
+        return [n for n in names if n.startswith(incomplete)]
+
+    return complete
+
+
+def _words(*choices: str) -> Callable[[str], list[str]]:
+    return lambda incomplete: [c for c in choices if c.startswith(incomplete)]
+
+
+# Value completion by option name, for whichever verb declares the option (DESIGN.md §1).
+OPTION_COMPLETION: dict[str, Callable[[str], list[str]]] = {
+    "--loss": _registry_names("lossxfer.objectives", "OBJECTIVES"),
+    "--arch": _registry_names("lossxfer.models", "ARCHS"),
+    "--data": complete_data,
+    "--estimator": _words("linear", "debiased", "minibatch", "rbf"),
+    "--method": _words("linear", "knn", "ridge", "all"),
+}
+
+
+def add_option_completion(command: click.Command) -> None:
+    """Give `--loss`, `--arch`, `--data`, `--estimator` and `--method` their value completion
+    in every verb that declares them without its own (or choices), so verbs need not wire it.
+
+    Runs on the command tree only for completion requests (see `app.main`).
+    """
+    from typer._click.shell_completion import CompletionItem
+
+    for sub in getattr(command, "commands", {}).values():
+        add_option_completion(sub)
+    for param in command.params:
+        descriptor = getattr(param, "type_descriptor", None)
+        if param._custom_shell_complete is not None or getattr(descriptor, "is_choice", False):
+            continue
+        fn = next((OPTION_COMPLETION[o] for o in param.opts if o in OPTION_COMPLETION), None)
+        if fn is not None:
+            param._custom_shell_complete = lambda ctx, p, incomplete, fn=fn: [
+                CompletionItem(v) for v in fn(incomplete)
+            ]
