@@ -12,7 +12,7 @@ import math
 import types
 import typing
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, get_type_hints
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, get_type_hints
 
 from lossxfer.errors import UsageError
 from lossxfer.registry import Registry
@@ -28,18 +28,22 @@ class Objective:
 
     name: ClassVar[str] = ""
 
-    def build_head(self, in_features: int, num_classes: int) -> nn.Module:
-        """The final layer; paper initialisation N(0, 0.01²) weights, zero bias (REFERENCE §2)."""
+    def build_head(self, in_features: int, num_classes: int) -> nn.Linear:
+        """The final layer: N(0, 0.01²) weights, zero bias (REFERENCE §2).
+
+        Always an nn.Linear (or subclass), so every checkpoint stores the head as weight, bias.
+        """
         from torch import nn
 
-        head = nn.Linear(in_features, num_classes)
-        nn.init.normal_(head.weight, mean=0.0, std=0.01)
-        nn.init.zeros_(head.bias)
-        return head
+        from lossxfer.objectives.heads import paper_init
+
+        return paper_init(nn.Linear(in_features, num_classes))
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, head: nn.Module) -> torch.Tensor:
-        """Mean over the batch of the per-example loss."""
-        raise NotImplementedError
+        """Mean over the batch of the per-example loss; here softmax cross-entropy on z."""
+        import torch.nn.functional as F
+
+        return F.cross_entropy(logits, targets)
 
     def predict_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Scores whose argmax is the prediction (the head's output for every objective here)."""
@@ -59,6 +63,24 @@ OBJECTIVES: Registry[type[Objective]] = Registry("loss")
 def register(cls: type[Objective]) -> type[Objective]:
     """Class decorator: register an objective under its `name`."""
     return OBJECTIVES.register(cls.name)(cls)
+
+
+class ObjectiveInfo(NamedTuple):
+    """One objective for --help and docs: its key, its options with defaults, its one-line doc."""
+
+    name: str
+    options: dict[str, Any]
+    doc: str
+
+
+def describe_objectives() -> list[ObjectiveInfo]:
+    """Every registered objective in registry (paper) order; imports no torch."""
+    infos = []
+    for name in OBJECTIVES.names():
+        cls = OBJECTIVES.get(name)
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        infos.append(ObjectiveInfo(name, defaults, (cls.__doc__ or "").strip().splitlines()[0]))
+    return infos
 
 
 def make_objective(name: str, opts: Mapping[str, Any] | None = None) -> Objective:
