@@ -1,0 +1,38 @@
+"""Rescaled squared error (REFERENCE.md §1, `squared_error`; Hui & Belkin 2021)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from lossxfer.objectives.base import Objective, register
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class SquaredError(Objective):
+    """s·[kappa·(z_y − m)² + Σ_{k≠y} z_k²] per example: target m for the true class, 0 else."""
+
+    name = "squared_error"
+    kappa: float = 9.0  # κ: weight of the true class's term
+    m: float = 60.0  # M: regression target of the true class's logit
+    s: float = 10.0  # overall loss scale
+
+    def __post_init__(self) -> None:
+        for key in ("kappa", "m", "s"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, head: nn.Module) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        # Summed over classes (no 1/K average), as the released code and REFERENCE.md §1. The
+        # other classes are masked rather than Σz² − z_y², which would cancel digits at z_y ≈ M.
+        onehot = F.one_hot(targets, logits.shape[1]).to(logits.dtype)
+        true_logit = (logits * onehot).sum(dim=1)
+        others = (logits * (1 - onehot)).square().sum(dim=1)
+        return (self.s * (self.kappa * (true_logit - self.m).square() + others)).mean()
