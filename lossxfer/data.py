@@ -124,7 +124,7 @@ class Split:
     """One split as the verbs use it: dataset with re-indexed labels, its rows' ids and labels."""
 
     name: str
-    dataset: ImageDataset
+    dataset: _Subset
     index: np.ndarray  # int64 position of each row in the source split
     labels: np.ndarray  # int64 re-indexed labels (0..K-1)
 
@@ -196,7 +196,7 @@ class Data:
         source_split = self._source_split(name)
         labels = self.source.labels[source_split]
         rows = np.flatnonzero(np.isin(labels, self.classes))
-        if source_split == "train" and "val" not in self.source.splits and self.val_fraction > 0:
+        if source_split == "train" and "val" not in self.source.splits:
             held = held_out(rows, labels[rows], self.val_fraction, self.split_seed)
             rows = rows[held] if name == "val" else rows[~held]
         return rows

@@ -216,7 +216,7 @@ def _loadmat(path: Path) -> dict[str, Any]:
     from scipy.io import loadmat
 
     try:
-        return dict(loadmat(path, squeeze_me=True))
+        return dict(loadmat(path, squeeze_me=True))  # squeezed: 1-element arrays become scalars
     except (OSError, ValueError, TypeError) as exc:
         raise InputError(f"{path}: cannot read MATLAB file ({exc})") from exc
 
@@ -281,9 +281,9 @@ def read_idx(path: Path) -> np.ndarray:
     """An unsigned-byte idx array: magic 0 0 0x08 ndim, big-endian uint32 dims, then data."""
     import numpy as np
 
-    opener: Callable[[Path], Any] = gzip.open if path.name.endswith(".gz") else open
+    opener: Callable[[Path, str], Any] = gzip.open if path.name.endswith(".gz") else open
     try:
-        with opener(path) as f:
+        with opener(path, "rb") as f:
             raw = f.read()
     except OSError as exc:
         raise InputError(f"{path}: cannot read idx file ({exc})") from exc
@@ -549,15 +549,17 @@ def _food101(spec: DataSpec, download: bool) -> Source:
 @DATASETS.register("flowers102")
 def _flowers102(spec: DataSpec, download: bool) -> Source:
     """Oxford 102 Flowers: ROOT/flowers-102/{jpg/, imagelabels.mat, setid.mat}; official val."""
+    import numpy as np
+
     root = data_root(spec)
     if download:
         _download_tv("flowers102", "Flowers102", root)
     base = find_folder("flowers102", [root / "flowers-102", root], ["imagelabels.mat", "setid.mat"])
-    labels = _loadmat(base / "imagelabels.mat")["labels"]
+    labels = np.atleast_1d(_loadmat(base / "imagelabels.mat")["labels"])
     set_ids = _loadmat(base / "setid.mat")
     splits = {}
     for split, key in (("train", "trnid"), ("val", "valid"), ("test", "tstid")):
-        ids = [int(i) for i in set_ids[key]]
+        ids = [int(i) for i in np.atleast_1d(set_ids[key])]
         splits[split] = (
             [base / "jpg" / f"image_{i:05d}.jpg" for i in ids],
             [int(labels[i - 1]) - 1 for i in ids],
@@ -589,16 +591,19 @@ def _oxford_pets(spec: DataSpec, download: bool) -> Source:
 def _stanford_cars(spec: DataSpec, download: bool) -> Source:
     """Stanford Cars: ROOT/stanford_cars/{devkit/cars_meta.mat, devkit/cars_train_annos.mat,
     cars_test_annos_withlabels.mat, cars_train/, cars_test/} (no longer downloadable)."""
+    import numpy as np
+
     root = data_root(spec)
     if download:
         _download_tv("stanford-cars", "StanfordCars", root)
     needed = ["devkit/cars_meta.mat", "devkit/cars_train_annos.mat"]
     needed.append("cars_test_annos_withlabels.mat")
     base = find_folder("stanford-cars", [root / "stanford_cars", root], needed)
-    classes = [str(c) for c in _loadmat(base / "devkit" / "cars_meta.mat")["class_names"]]
+    meta = _loadmat(base / "devkit" / "cars_meta.mat")
+    classes = [str(c) for c in np.atleast_1d(meta["class_names"])]
     splits = {}
     for split, annos in (("train", "devkit/cars_train_annos.mat"), ("test", needed[2])):
-        records = _loadmat(base / annos)["annotations"]
+        records = np.atleast_1d(_loadmat(base / annos)["annotations"])
         splits[split] = (
             [base / f"cars_{split}" / str(r["fname"]) for r in records],
             [int(r["class"]) - 1 for r in records],
