@@ -315,6 +315,22 @@ def _idx_file(folder: Path, split: str, kind: str) -> Path | None:
     return found[0] if found else None
 
 
+def _idx_files(name: str, candidates: Sequence[Path]) -> dict[tuple[str, str], Path]:
+    """(split, kind) → file, from the first candidate folder that has all four."""
+    for folder in candidates:
+        files = {
+            (split, kind): _idx_file(folder, split, kind)
+            for split in ("train", "test")
+            for kind in ("images", "labels")
+        }
+        if all(files.values()):
+            return {key: path for key, path in files.items() if path is not None}
+    searched = ", ".join(str(c) for c in candidates)
+    raise InputError(
+        f"{name}: no train-/t10k-{{images-idx3,labels-idx1}}-ubyte[.gz] files in {searched}"
+    )
+
+
 def load_idx_folder(
     name: str,
     candidates: Sequence[Path],
@@ -329,35 +345,27 @@ def load_idx_folder(
     import numpy as np
     import torch
 
-    for folder in candidates:
-        files = {
-            (split, kind): _idx_file(folder, split, kind)
-            for split in ("train", "test")
-            for kind in ("images", "labels")
-        }
-        if all(files.values()):
-            break
-    else:
-        searched = ", ".join(str(c) for c in candidates)
-        raise InputError(
-            f"{name}: no train-/t10k-{{images-idx3,labels-idx1}}-ubyte[.gz] files in {searched}"
-        )
-    arrays: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
+    files = _idx_files(name, candidates)
+    arrays: dict[str, np.ndarray] = {}
+    labels: dict[str, np.ndarray] = {}
     for split in ("train", "test"):
-        images = read_idx(files[split, "images"])  # type: ignore[arg-type]
-        labels = read_idx(files[split, "labels"]).astype(np.int64)  # type: ignore[arg-type]
-        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise InputError(f"{folder}: {split} images {images.shape} and labels disagree")
-        arrays[split] = (torch.from_numpy(images.copy()).unsqueeze(1), labels)
-    train_images, train_labels = arrays["train"]
-    k = num_classes or int(max(train_labels.max(), arrays["test"][1].max())) + 1
-    for _, labels in arrays.values():
-        _check_labels(folder, labels, k)
+        arrays[split] = read_idx(files[split, "images"])
+        labels[split] = read_idx(files[split, "labels"]).astype(np.int64)
+        if arrays[split].ndim != 3 or len(arrays[split]) != labels[split].size:
+            where = files[split, "images"]
+            raise InputError(f"{where}: images {arrays[split].shape} do not match the labels")
+    k = num_classes or int(max(labels["train"].max(), labels["test"].max())) + 1
+    for split in ("train", "test"):
+        _check_labels(files[split, "labels"], labels[split], k)
     if mean is None or std is None:
-        pixels = train_images.double() / 255.0
-        mean, std = float(pixels.mean()), float(pixels.std())
-    size = int(train_images.shape[-1])
-    return _in_memory(arrays, k, InputSpec(1, size, (mean,), (std,)))
+        # exact, from the pixel histogram: no float copy of the whole training set
+        counts = np.bincount(arrays["train"].ravel(), minlength=256)
+        values = np.arange(256) / 255.0
+        mean = float(counts @ values / counts.sum())
+        std = float(np.sqrt(counts @ (values - mean) ** 2 / counts.sum()))
+    size = int(arrays["train"].shape[-1])
+    splits = {s: (torch.from_numpy(arrays[s].copy()).unsqueeze(1), labels[s]) for s in arrays}
+    return _in_memory(splits, k, InputSpec(1, size, (mean,), (std,)))
 
 
 def _register_mnist_like(name: str, folder: str, tv_class: str, mean: float, std: float) -> None:
