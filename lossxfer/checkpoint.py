@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -151,32 +152,89 @@ def save_checkpoint(
 
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[Network, CheckpointMeta]:
     """Rebuild the network from the file alone and load its weights strictly (on the CPU)."""
+    tensors, header = load_tensors(path)
+    meta = CheckpointMeta.from_header(header, path)
+    network = _rebuild(path, meta)
+    found = {k: (_dtype_name(v.dtype), tuple(v.shape)) for k, v in tensors.items()}
+    _check_tensors(path, meta.arch, _expected_tensors(network), found)
+    network.load_state_dict(tensors, strict=True)
+    return network, meta
+
+
+def verify_checkpoint(path: str | os.PathLike[str]) -> tuple[CheckpointMeta, int]:
+    """Check header and tensor list against the rebuilt model without loading any weights.
+
+    Returns the metadata and the number of stored values; the model is built on torch's
+    `meta` device, so this is cheap even for ResNet-50 (for `info`, and before long work).
+    """
+    import torch
+    from safetensors import safe_open
+
+    p = require_file(path)
+    try:
+        with safe_open(str(p), framework="pt", device="cpu") as fh:
+            header = fh.metadata()
+            found: dict[str, _TensorInfo] = {}
+            for key in fh.keys():  # noqa: SIM118
+                piece = fh.get_slice(key)
+                code = piece.get_dtype()
+                found[key] = (_DTYPES.get(code, code), tuple(piece.get_shape()))
+    except Exception as exc:
+        raise InputError(f"{p}: not a readable safetensors file ({_first_line(exc)})") from None
+    meta = CheckpointMeta.from_header(header, p)
+    with torch.device("meta"):
+        network = _rebuild(p, meta)
+    _check_tensors(p, meta.arch, _expected_tensors(network), found)
+    return meta, sum(math.prod(shape) for _, shape in found.values())
+
+
+_TensorInfo = tuple[str, tuple[int, ...]]  # dtype name, shape
+# safetensors dtype codes of the tensors a network's state dict holds
+_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+           "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
+           "BOOL": "bool"}  # fmt: skip
+
+
+def _rebuild(path: str | os.PathLike[str], meta: CheckpointMeta) -> Network:
     from lossxfer.models import build_network
     from lossxfer.objectives import make_objective
 
-    tensors, header = load_tensors(path)
-    meta = CheckpointMeta.from_header(header, path)
     try:
         objective = make_objective(meta.objective, meta.objective_opts)
-        network = build_network(meta.arch, meta.input, objective, meta.num_classes)
+        return build_network(meta.arch, meta.input, objective, meta.num_classes)
     except InputError:
         raise
     except Exception as exc:
         raise InputError(f"{path}: cannot rebuild the model: {_first_line(exc)}") from None
-    expected = network.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _expected_tensors(network: Network) -> dict[str, _TensorInfo]:
+    return {k: (_dtype_name(v.dtype), tuple(v.shape)) for k, v in network.state_dict().items()}
+
+
+def _check_tensors(
+    path: str | os.PathLike[str],
+    arch: str,
+    expected: dict[str, _TensorInfo],
+    found: dict[str, _TensorInfo],
+) -> None:
+    """Strict match of tensor names, dtypes and shapes; the first difference → exit 3."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
     if missing or unexpected:
         what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-        raise InputError(f"{path}: checkpoint tensors do not match {meta.arch}: {what}")
-    for key, value in tensors.items():
-        if value.shape != expected[key].shape or value.dtype != expected[key].dtype:
+        raise InputError(f"{path}: checkpoint tensors do not match {arch}: {what}")
+    for key, (dtype, shape) in found.items():
+        if (dtype, shape) != expected[key]:
+            need_dtype, need_shape = expected[key]
             raise InputError(
-                f"{path}: tensor {key!r} is {value.dtype} {tuple(value.shape)}, the model needs "
-                f"{expected[key].dtype} {tuple(expected[key].shape)}"
+                f"{path}: tensor {key!r} is {dtype} {shape}, the model needs {need_dtype} "
+                f"{need_shape}"
             )
-    network.load_state_dict(tensors, strict=True)
-    return network, meta
 
 
 def checkpoint_provenance(path: str | os.PathLike[str], meta: CheckpointMeta) -> dict[str, Any]:

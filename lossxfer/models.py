@@ -29,6 +29,22 @@ def smallcnn(spec: InputSpec) -> Backbone:
     return SmallCNN(spec.channels)
 
 
+@ARCHS.register("resnet18")
+def resnet18(spec: InputSpec) -> Backbone:
+    """ResNet-18 (torchvision, random init): stem, block1…block8, 512-d penultimate features."""
+    from lossxfer.nets import ResNet
+
+    return ResNet(18, spec.channels, spec.size)
+
+
+@ARCHS.register("resnet50")
+def resnet50(spec: InputSpec) -> Backbone:
+    """ResNet-50 (torchvision, random init): stem, block1…block16, 2048-d penultimate features."""
+    from lossxfer.nets import ResNet
+
+    return ResNet(50, spec.channels, spec.size)
+
+
 def build_network(arch: str, spec: InputSpec, objective: Objective, num_classes: int) -> Network:
     """Backbone of `arch` for inputs of `spec`, with the head that `objective` builds."""
     from lossxfer.nets import Network

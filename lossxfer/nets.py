@@ -69,3 +69,51 @@ class SmallCNN(Backbone):
 
     def named_layers(self) -> dict[str, nn.Module]:
         return {"stem": self.stem, **{f"block{i + 1}": b for i, b in enumerate(self.blocks)}}
+
+
+class ResNet(Backbone):
+    """A torchvision ResNet as a backbone: stem → residual blocks → final ReLU → global avg pool.
+
+    Post-activation ResNet v1 with the stride of a downsampling bottleneck in its 3×3 conv
+    (torchvision's layout, which it calls "v1.5"; this is REFERENCE.md §2's "ResNet-50 v1 (stride
+    2 in the 3×3 conv)", as in the paper's released code). Paper init: the last BatchNorm γ of
+    every residual block starts at zero; BatchNorm momentum 0.1 (PyTorch convention = TF 0.9),
+    eps 1e-5. Inputs ≤ 64 px get the CIFAR stem (3×3 conv, stride 1, no max pool), larger ones
+    the ImageNet stem (7×7 conv, stride 2, 3×3 max pool).
+
+    Named layers: `stem` (64 channels), then `block1`…`blockN`, the output of each residual
+    block in order (ResNet-18: 8 blocks of 64, 64, 128, 128, 256, 256, 512, 512 channels;
+    ResNet-50: 16 blocks, 3 × 256, 4 × 512, 6 × 1024, 3 × 2048). Each stage after the first
+    halves the spatial size.
+    """
+
+    def __init__(self, depth: int, in_channels: int, size: int) -> None:
+        from torchvision.models import resnet18, resnet50
+
+        from lossxfer.datasets import SMALL_IMAGE
+
+        builder = {18: resnet18, 50: resnet50}[depth]
+        net = builder(weights=None, zero_init_residual=True)
+        super().__init__()
+        if size <= SMALL_IMAGE:
+            conv = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+            pool: nn.Module = nn.Identity()
+        else:
+            conv = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+            pool = net.maxpool
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        self.stem = nn.Sequential(conv, net.bn1, net.relu, pool)
+        self.blocks = nn.ModuleList(
+            block for stage in (net.layer1, net.layer2, net.layer3, net.layer4) for block in stage
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.feature_dim = net.fc.in_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x)
+        return torch.flatten(self.pool(x), 1)
+
+    def named_layers(self) -> dict[str, nn.Module]:
+        return {"stem": self.stem, **{f"block{i + 1}": b for i, b in enumerate(self.blocks)}}

@@ -256,6 +256,9 @@ class Store:
     def dim(self, split: str, layer: str) -> int:
         return int(self._dataset(split, layer).shape[1])
 
+    def dtype(self, split: str, layer: str) -> str:
+        return str(self._dataset(split, layer).dtype)
+
     def layer_attrs(self, split: str, layer: str) -> dict[str, Any]:
         ds = self._dataset(split, layer)
         return {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in ds.attrs.items()}

@@ -8,3 +8,5 @@ from lossxfer.cli.app import app, main
 
 __all__ = ["app", "main"]
 from lossxfer.cli import separation  # noqa: F401
+from lossxfer.cli import info  # noqa: F401
+from lossxfer.cli import report  # noqa: F401

@@ -1,0 +1,174 @@
+"""Checkpoints: bit-exact round trip, and every kind of bad file is exit 3 with a clear line."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from lossxfer.checkpoint import (
+    CheckpointMeta,
+    load_checkpoint,
+    read_metadata,
+    save_checkpoint,
+    verify_checkpoint,
+)
+from lossxfer.data import InputSpec
+from lossxfer.errors import InputError
+from lossxfer.models import build_network
+from lossxfer.nets import Network
+from lossxfer.objectives import make_objective
+
+
+def make_checkpoint(
+    path: Path,
+    arch: str = "smallcnn",
+    objective: str = "softmax",
+    opts: dict[str, object] | None = None,
+    classes: tuple[int, ...] = (0, 1, 2),
+    input_spec: InputSpec | None = None,
+    seed: int = 0,
+    data: str = "synthetic:classes=5,size=8",
+) -> tuple[Network, CheckpointMeta]:
+    """A randomly initialised network with non-trivial BatchNorm statistics, saved to `path`."""
+    torch.manual_seed(seed)
+    spec = input_spec or InputSpec(1, 8, (0.5,), (0.29,))
+    obj = make_objective(objective, opts)
+    network = build_network(arch, spec, obj, len(classes))
+    for module in network.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+    meta = CheckpointMeta(
+        arch=arch,
+        objective=objective,
+        objective_opts=obj.options(),
+        num_classes=len(classes),
+        classes=list(classes),
+        input=spec,
+        data={"spec": data, "classes": list(classes), "label": "synthetic[0-2]"},
+        seed=seed,
+        config={"epochs": 1, "lr": 0.1},
+        metrics={"test_top1": 0.5},
+    )
+    save_checkpoint(path, network, meta)
+    return network.eval(), meta
+
+
+@pytest.mark.parametrize(
+    ("arch", "objective"), [("smallcnn", "cosine_softmax"), ("resnet18", "softmax")]
+)
+def test_round_trip_is_bit_exact(tmp_path: Path, arch: str, objective: str) -> None:
+    path = tmp_path / "model.safetensors"
+    network, meta = make_checkpoint(path, arch, objective)
+    loaded, meta2 = load_checkpoint(path)
+    assert meta2 == meta
+    assert read_metadata(path) == meta
+    original, restored = network.state_dict(), loaded.state_dict()
+    assert list(original) == list(restored)
+    for key, value in original.items():
+        assert torch.equal(value, restored[key]), key
+    x = torch.rand(4, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(network(x), loaded.eval()(x))
+    verified, values = verify_checkpoint(path)
+    assert verified == meta
+    assert values == sum(v.numel() for v in original.values())
+
+
+def test_existing_checkpoint_is_not_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    network, meta = make_checkpoint(path)
+    before = path.read_bytes()
+    with pytest.raises(Exception, match="exists"):
+        save_checkpoint(path, network, meta)
+    assert path.read_bytes() == before
+
+
+def _rewrite(path: Path, tensors_edit=None, meta_edit=None) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        header = dict(fh.metadata())
+    tensors = load_file(str(path))
+    if tensors_edit:
+        tensors_edit(tensors)
+    if meta_edit:
+        meta_edit(header)
+    path.unlink()
+    save_file(tensors, str(path), metadata=header)
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _foreign(path: Path) -> None:
+    path.unlink()
+    save_file({"weight": torch.zeros(3)}, str(path), metadata={"producer": "someone else"})
+
+
+def _png(path: Path) -> None:
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(64))
+
+
+BAD = {
+    "truncated": (_truncate, "not a readable safetensors file"),
+    "foreign": (_foreign, "not a lossxfer.checkpoint file"),
+    "png": (_png, "not a lossxfer file"),
+    "missing tensor": (
+        lambda p: _rewrite(p, tensors_edit=lambda t: t.pop("head.bias")),
+        "missing ['head.bias']",
+    ),
+    "extra tensor": (
+        lambda p: _rewrite(p, tensors_edit=lambda t: t.update(extra=torch.zeros(1))),
+        "unexpected ['extra']",
+    ),
+    "wrong shape": (
+        lambda p: _rewrite(p, tensors_edit=lambda t: t.update({"head.bias": torch.zeros(4)})),
+        "'head.bias' is float32 (4,), the model needs float32 (3,)",
+    ),
+    "bad json field": (
+        lambda p: _rewrite(p, meta_edit=lambda h: h.update(objective_opts="{not json")),
+        "metadata 'objective_opts' is malformed",
+    ),
+    "newer version": (
+        lambda p: _rewrite(p, meta_edit=lambda h: h.update(format="lossxfer.checkpoint/2")),
+        "a newer format version '2'",
+    ),
+    "unknown arch": (
+        lambda p: _rewrite(p, meta_edit=lambda h: h.update(arch="resnet5")),
+        "did you mean 'resnet50'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_checkpoint_is_exit_3(tmp_path: Path, cli, case: str) -> None:
+    path = tmp_path / "model.safetensors"
+    make_checkpoint(path)
+    damage, message = BAD[case]
+    damage(path)
+    run = cli("info", path)
+    assert run.code == 3, run.stderr
+    assert str(path) in run.stderr and message in run.stderr
+    assert run.stderr.count("\n") == 1 and not run.stdout
+    if case != "png":  # the loader itself (extract, finetune) says the same
+        with pytest.raises(InputError, match=re.escape(message)):
+            load_checkpoint(path)
+
+
+def test_metadata_header_is_plain_strings(tmp_path: Path) -> None:
+    """Other tools (safetensors, HF) can read the header: every value is a string."""
+    path = tmp_path / "model.safetensors"
+    make_checkpoint(path)
+    length = int.from_bytes(path.read_bytes()[:8], "little")
+    header = json.loads(path.read_bytes()[8 : 8 + length])["__metadata__"]
+    assert header["format"] == "lossxfer.checkpoint/1"
+    assert json.loads(header["classes"]) == [0, 1, 2]
+    assert all(isinstance(v, str) for v in header.values())
