@@ -495,3 +495,23 @@ def test_missing_dataset_names_the_folder_searched(tmp_path: Path, name: str) ->
     with pytest.raises(InputError) as err:
         load_data(f"{name}:{root}")
     assert err.value.exit_code == 3 and str(root) in str(err.value)
+
+
+def test_download_only_with_the_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchvision.datasets.utils
+
+    calls: list[tuple[str, str]] = []
+
+    def fake_download(url: str, root: str, md5: str | None = None) -> None:
+        calls.append((url, root))
+        raise RuntimeError("offline")
+
+    monkeypatch.setattr(torchvision.datasets.utils, "download_and_extract_archive", fake_download)
+    with pytest.raises(InputError, match=r"no data_batch_1\.bin"):
+        load_data(f"cifar10:{tmp_path}")
+    assert calls == []
+    with pytest.raises(InputError, match="cifar10: download failed: offline"):
+        load_data(f"cifar10:{tmp_path}", download=True)
+    assert calls == [("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz", str(tmp_path))]
+    with pytest.raises(InputError, match="stanford-cars: download failed"):  # torchvision refuses
+        load_data(f"stanford-cars:{tmp_path}", download=True)
