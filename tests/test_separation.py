@@ -13,8 +13,9 @@ from lossxfer.errors import InputError
 from lossxfer.separation import SeparationConfig, run_separation
 from lossxfer.store import LayerSpec, StoreWriter
 
-MODEL = {"arch": "smallcnn", "objective": "softmax", "objective_opts": {}, "seed": 0}
 DATASET = {"spec": "digits", "classes": [0, 1, 2], "label": "digits[0-2]"}
+MODEL = {"arch": "smallcnn", "objective": "softmax", "objective_opts": {}, "seed": 0,
+         "data": DATASET, "checkpoint_sha256": "0" * 64}  # fmt: skip
 
 
 def write_store(path: Path, splits: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]) -> Path:
