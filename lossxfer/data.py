@@ -180,7 +180,10 @@ class Data:
             raise UsageError(f"unknown split {name!r}; choose from {', '.join(SPLITS)}")
         rows = self._rows(name)
         if name == "val" and len(rows) == 0:
-            raise UsageError(f"{self.spec}: there is no val split (--val-fraction is 0)")
+            raise UsageError(
+                f"{self.spec}: there is no val split (--val-fraction {self.val_fraction} "
+                "holds out no rows)"
+            )
         source_split = self._source_split(name)
         remap = np.full(self.source.num_classes, -1, dtype=np.int64)
         remap[self.classes] = np.arange(len(self.classes))
@@ -222,12 +225,13 @@ def held_out(rows: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -
     import numpy as np
 
     keys = _splitmix64(rows.astype(np.uint64) ^ _splitmix64(np.array([seed % 2**64], np.uint64)))
+    order = np.lexsort((keys, labels))  # by class, then by key
+    classes, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
+    take = np.minimum(np.round(counts * fraction), counts - 1)
+    cls = np.searchsorted(classes, labels[order])
+    rank = np.arange(len(rows)) - starts[cls]
     mask = np.zeros(len(rows), dtype=bool)
-    for cls in np.unique(labels):
-        members = np.flatnonzero(labels == cls)
-        take = min(round(len(members) * fraction), len(members) - 1)
-        if take > 0:
-            mask[members[np.argsort(keys[members], kind="stable")[:take]]] = True
+    mask[order[rank < take[cls]]] = True
     return mask
 
 
