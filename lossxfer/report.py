@@ -825,8 +825,7 @@ def render(report: Report, fmt: str) -> str:
 
         # wide enough never to wrap a cell: a file or pipe has no width to fit
         console = Console(file=io.StringIO(), width=1000, color_system=None, soft_wrap=True)
-        for table in rich_tables(report):
-            console.print(table)
+        console.print(rich_tables(report))
         out = console.file.getvalue()  # type: ignore[attr-defined]
         return "\n".join(line.rstrip() for line in out.splitlines()) + "\n"
     renderers = {"markdown": _markdown, "csv": _delimited, "tsv": _delimited, "latex": _latex}
@@ -942,12 +941,13 @@ def _latex(table: Table, _fmt: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def rich_tables(report: Report) -> list[Any]:
-    """Rich renderables for a terminal: bold best values, notes as the caption."""
+def rich_tables(report: Report) -> Any:
+    """One Rich renderable for a terminal: the tables with bold best values, notes beneath."""
+    from rich.console import Group
     from rich.table import Table as RichTable
     from rich.text import Text
 
-    out = []
+    out: list[Any] = []
     for table in report.tables:
         rt = RichTable(title=table.title, caption="\n".join(table.notes), caption_justify="left")
         head = _header(table)
@@ -965,8 +965,8 @@ def rich_tables(report: Report) -> list[Any]:
                 text.append(after)
                 rendered.append(text)
             rt.add_row(*rendered)
-        out.append(rt)
-    return out
+        out += [Text()] * bool(out) + [rt]
+    return Group(*out)
 
 
 def _table_dict(table: Table) -> dict[str, Any]:

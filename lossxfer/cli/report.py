@@ -131,7 +131,7 @@ def report(
             from lossxfer.cli.common import stdout_console
             from lossxfer.report import rich_tables
 
-            stdout_console().print(*rich_tables(result))
+            stdout_console().print(rich_tables(result))
         else:
             sys.stdout.write(text or render(result, fmt))
         _tell(quiet, [f"wrote {p}" for p in [*result.plots, *([out] if out else [])]])
