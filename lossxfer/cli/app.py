@@ -55,10 +55,10 @@ COMPLETE_VAR = "_LOSSXFER_COMPLETE"
 
 def _complete(args: list[str]) -> None:
     """Answer a shell's completion request (Click's protocol; completions/ scripts) and exit."""
-    from lossxfer.cli.common import add_option_completion
+    from lossxfer.cli.common import prepare_completion
 
     command = typer.main.get_command(app)
-    add_option_completion(command)
+    prepare_completion(command)
     command.main(args=args, prog_name="lossxfer", complete_var=COMPLETE_VAR)
 
 

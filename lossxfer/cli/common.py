@@ -306,16 +306,28 @@ OPTION_COMPLETION: dict[str, Callable[[str], list[str]]] = {
 }
 
 
-def add_option_completion(command: click.Command) -> None:
-    """Give `--loss`, `--arch`, `--data`, `--estimator` and `--method` their value completion
-    in every verb that declares them without its own (or choices), so verbs need not wire it.
+class _Uncoerced:
+    """Typer's value coercion as a no-op (see `prepare_completion`)."""
 
-    Runs on the command tree only for completion requests (see `app.main`).
+    def coerce(self, value: Any, param: click.Parameter, ctx: click.Context) -> Any:
+        return value
+
+
+def prepare_completion(command: click.Command) -> None:
+    """Ready the command tree to answer one completion request, fast and fully (`app.main`).
+
+    Completion needs the words on the line, not typed values, and Typer's value coercion
+    imports pydantic (~100 ms per TAB): this short-lived process skips it. `--loss`, `--arch`,
+    `--data`, `--estimator` and `--method` get their value completion in every verb that
+    declares them without its own (or choices), so verbs need not wire it.
     """
     from typer._click.shell_completion import CompletionItem
 
+    parameter = getattr(typer.core, "_TyperParameter", None)
+    if parameter is not None:
+        parameter.get_runtime_param = lambda self: _Uncoerced()
     for sub in getattr(command, "commands", {}).values():
-        add_option_completion(sub)
+        prepare_completion(sub)
     for param in command.params:
         descriptor = getattr(param, "type_descriptor", None)
         if param._custom_shell_complete is not None or getattr(descriptor, "is_choice", False):
