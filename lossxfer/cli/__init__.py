@@ -10,3 +10,4 @@ __all__ = ["app", "main"]
 from lossxfer.cli import separation  # noqa: F401
 from lossxfer.cli import info  # noqa: F401
 from lossxfer.cli import report  # noqa: F401
+from lossxfer.cli import train  # noqa: F401

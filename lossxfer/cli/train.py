@@ -1,0 +1,188 @@
+"""`lossxfer train`: train a network with one objective and write a run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from lossxfer.cli.app import app
+from lossxfer.cli.common import (
+    DebugOpt,
+    DeviceOpt,
+    ForceOpt,
+    JsonOpt,
+    Output,
+    QuietOpt,
+    SeedOpt,
+)
+
+if TYPE_CHECKING:
+    from lossxfer.results import Result
+
+
+def complete_loss(incomplete: str) -> list[str]:
+    from lossxfer.objectives import OBJECTIVES
+
+    return [n for n in OBJECTIVES.names() if n.startswith(incomplete)]
+
+
+def complete_arch(incomplete: str) -> list[str]:
+    from lossxfer.models import ARCHS
+
+    return [n for n in ARCHS.names() if n.startswith(incomplete)]
+
+
+def complete_data(incomplete: str) -> list[str]:
+    from lossxfer.data import DATASETS
+
+    return [n for n in DATASETS.names() if n.startswith(incomplete)]
+
+
+RunDirOpt = Annotated[
+    Path,
+    typer.Option(
+        "-o",
+        "--out",
+        help="Run directory: model.safetensors, state.safetensors, train.json.",
+        file_okay=False,
+    ),
+]
+DataOpt = Annotated[
+    str,
+    typer.Option(
+        "--data",
+        help="Data spec: digits, synthetic, cifar10:ROOT, imagefolder:PATH, …",
+        autocompletion=complete_data,
+    ),
+]
+ClassesOpt = Annotated[
+    str | None, typer.Option("--classes", help="Class subset, e.g. 0-4,7 (default: all).")
+]
+LossOpt = Annotated[
+    str,
+    typer.Option(
+        "--loss",
+        help="Objective, e.g. softmax, label_smoothing, cosine_softmax, squared_error.",
+        autocompletion=complete_loss,
+    ),
+]
+LossOptsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--loss-opt", help="Objective option k=v (repeatable), e.g. alpha=0.2."),
+]
+ValFractionOpt = Annotated[
+    float, typer.Option("--val-fraction", help="Fraction of train held out for validation.")
+]
+SplitSeedOpt = Annotated[int, typer.Option("--split-seed", help="Seed of the validation split.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Batch size.")]
+MomentumOpt = Annotated[float, typer.Option("--momentum", help="SGD momentum.")]
+NesterovOpt = Annotated[bool, typer.Option("--nesterov/--no-nesterov", help="Nesterov momentum.")]
+WarmupOpt = Annotated[
+    float, typer.Option("--warmup-epochs", help="Linear warm-up length, then cosine decay.")
+]
+WorkersOpt = Annotated[
+    int, typer.Option("--workers", help="DataLoader workers (in-memory data needs none).")
+]
+DeterministicOpt = Annotated[
+    bool, typer.Option("--deterministic", help="Deterministic kernels: same seed, same weights.")
+]
+ResumeOpt = Annotated[
+    bool, typer.Option("--resume", help="Continue from OUT/state.safetensors (same options).")
+]
+
+
+@app.command(
+    epilog="Example: lossxfer train --data digits --loss cosine_softmax --loss-opt tau=0.05 "
+    "-o runs/cos"
+)
+def train(
+    data: DataOpt,
+    out: RunDirOpt,
+    arch: Annotated[
+        str, typer.Option("--arch", help="Architecture.", autocompletion=complete_arch)
+    ] = "smallcnn",
+    loss: LossOpt = "softmax",
+    loss_opt: LossOptsOpt = None,
+    classes: ClassesOpt = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 10,
+    batch_size: BatchOpt = 128,
+    lr: Annotated[
+        float | None, typer.Option("--lr", help="Peak learning rate (default: 0.1 × batch/256).")
+    ] = None,
+    momentum: MomentumOpt = 0.9,
+    nesterov: NesterovOpt = True,
+    weight_decay: Annotated[
+        float,
+        typer.Option(
+            "--weight-decay",
+            help="L2 on weights only, not BatchNorm parameters or biases (paper: 8e-5).",
+        ),
+    ] = 8e-5,
+    warmup_epochs: WarmupOpt = 1.0,
+    ema: Annotated[
+        float,
+        typer.Option("--ema", help="Evaluate an EMA of the weights with this decay (0: off)."),
+    ] = 0.0,
+    val_fraction: ValFractionOpt = 0.1,
+    split_seed: SplitSeedOpt = 0,
+    workers: WorkersOpt = 0,
+    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the network.")] = False,
+    deterministic: DeterministicOpt = False,
+    resume: ResumeOpt = False,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+    force: ForceOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Train a network with one objective; SIGTERM/SIGUSR1 save state for --resume."""
+    from lossxfer.data import parse_classes
+    from lossxfer.objectives import parse_loss_opts
+    from lossxfer.train import OptimConfig, RunOptions, TrainConfig, check_run_dir
+    from lossxfer.train import train as run_train
+
+    ids = parse_classes(classes)
+    config = TrainConfig(
+        data=data,
+        out=str(out),
+        arch=arch,
+        loss=loss,
+        loss_opts=parse_loss_opts(loss_opt),
+        classes=tuple(ids) if ids is not None else None,
+        val_fraction=val_fraction,
+        split_seed=split_seed,
+        optim=OptimConfig(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov,
+            weight_decay=weight_decay,
+            warmup_epochs=warmup_epochs,
+            ema=ema,
+        ),
+        run=RunOptions(device, seed, deterministic, compile_, workers),
+        resume=resume,
+        force=force,
+    )
+    config.optim.check()
+    check_run_dir(out, resume, force)
+    with Output(json_, quiet, debug) as ui:
+        # A bar per epoch on a terminal; elsewhere the library's one log line per epoch.
+        result = run_train(config, progress=ui.progress if ui.stderr_tty else None)
+        ui.emit(result, render=render_accuracy)
+
+
+def render_accuracy(result: Result) -> Any:
+    """A small table of the accuracies in a train or finetune record."""
+    from rich.table import Table
+
+    table = Table("metric", "value", title=f"{result.kind}: {result.dataset.get('label', '')}")
+    for key, value in result.metrics.items():
+        if key.endswith(("_top1", "_top5")) and value is not None:
+            table.add_row(key, f"{100 * value:.2f}%")
+    table.add_row("wall time", f"{result.timing.get('wall_s', 0):.1f} s")
+    return table

@@ -1,0 +1,631 @@
+"""Training: the one loop that `train` and `finetune` share, and the `train` verb's library.
+
+`fit` trains a network with SGD (Nesterov momentum), linear warm-up then cosine decay, weight
+decay on weights only (not BatchNorm parameters or biases), optional EMA weights for evaluation
+(REFERENCE.md §2). It is resumable bit-for-bit on the CPU: the data order of an epoch depends
+only on (seed, epoch), and the state file holds weights, momentum buffers, EMA weights, the
+global RNG state and the position, saved at every epoch end and when a signal asks to stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+from torch import nn
+
+from lossxfer.backend import resolve_device
+from lossxfer.checkpoint import CheckpointMeta, load_tensors, save_checkpoint, save_tensors
+from lossxfer.data import Split, load_data
+from lossxfer.errors import DivergedError, InputError, Interrupted, Preempted, UsageError
+from lossxfer.fsio import check_output, require_file, sha256
+from lossxfer.models import build_network
+from lossxfer.nets import Network
+from lossxfer.objectives import Objective, make_objective
+from lossxfer.progress import ProgressFn
+from lossxfer.results import Result
+
+LOG = logging.getLogger("lossxfer")
+STATE_FORMAT = "lossxfer.train-state/1"
+EVAL_BATCH = 512
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimisation hyperparameters (REFERENCE.md §2's recipe, scaled down by default).
+
+    lr None means the linear scaling rule 0.1 × batch/256. Weight decay defaults to the paper's
+    8e-5 and never applies to BatchNorm parameters or biases (any parameter with ndim ≤ 1).
+    `steps`, when given, replaces `epochs` as the schedule length. `ema` is the decay of the
+    exponential moving average of the weights used for evaluation (0 = off).
+    """
+
+    epochs: int = 10
+    steps: int | None = None
+    batch_size: int = 128
+    lr: float | None = None
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 8e-5
+    warmup_epochs: float = 1.0
+    ema: float = 0.0
+
+    @property
+    def base_lr(self) -> float:
+        return self.lr if self.lr is not None else 0.1 * self.batch_size / 256
+
+    def check(self) -> None:
+        """Reject values that cannot train, before any work starts (exit 2)."""
+        if self.epochs < 1 or (self.steps is not None and self.steps < 1):
+            raise UsageError("--epochs/--steps must be at least 1")
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size {self.batch_size}: must be at least 1")
+        if not self.base_lr > 0 or not math.isfinite(self.base_lr):
+            raise UsageError(f"--lr {self.base_lr}: must be a positive number")
+        if not 0 <= self.momentum < 1:
+            raise UsageError(f"--momentum {self.momentum}: expected a value in [0, 1)")
+        if self.nesterov and self.momentum == 0:
+            raise UsageError("--nesterov needs --momentum > 0 (use --no-nesterov)")
+        if not self.weight_decay >= 0:
+            raise UsageError(f"--weight-decay {self.weight_decay}: must be ≥ 0")
+        if not self.warmup_epochs >= 0:
+            raise UsageError(f"--warmup-epochs {self.warmup_epochs}: must be ≥ 0")
+        if not 0 <= self.ema < 1:
+            raise UsageError(f"--ema {self.ema}: expected a decay in [0, 1) (0 = off)")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run (not what to learn): device, seed, determinism, compilation, data workers."""
+
+    device: str = "auto"
+    seed: int = 0
+    deterministic: bool = False
+    compile: bool = False
+    workers: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything `lossxfer train` does; saved in the checkpoint and the result record."""
+
+    data: str
+    out: str
+    arch: str = "smallcnn"
+    loss: str = "softmax"
+    loss_opts: dict[str, Any] = field(default_factory=dict)
+    classes: tuple[int, ...] | None = None
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunOptions = field(default_factory=RunOptions)
+    resume: bool = False
+    force: bool = False
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that determine the trained weights: --resume requires them unchanged."""
+        return {
+            "data": self.data,
+            "arch": self.arch,
+            "loss": self.loss,
+            "loss_opts": self.loss_opts,
+            "classes": list(self.classes) if self.classes is not None else None,
+            "val_fraction": self.val_fraction,
+            "split_seed": self.split_seed,
+            "optim": asdict(self.optim),
+            "seed": self.run.seed,
+        }
+
+
+@dataclass
+class FitResult:
+    network: Network  # the trained weights
+    eval_network: Network  # what to evaluate and save: EMA weights when enabled, else `network`
+    loss_curve: list[float]  # mean training loss of every epoch
+    steps: int
+    images: int  # images trained on in this process (for images/s)
+    train_s: float  # seconds spent training in this process
+
+
+EpochHook = Callable[[int, Network, list[float]], None]  # (epochs done, eval network, curve)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop.
+
+
+def fit(
+    network: Network,
+    objective: Objective,
+    train: Split,
+    optim: OptimConfig,
+    run: RunOptions,
+    *,
+    identity: dict[str, Any],
+    state_path: Path | None = None,
+    resume: bool = False,
+    freeze_backbone: bool = False,
+    on_epoch_end: EpochHook | None = None,
+    progress: ProgressFn | None = None,
+    label: str = "train",
+) -> FitResult:
+    """Train `network` on `train`; the one loop behind `train` and `finetune`.
+
+    State is saved to `state_path` at each epoch end and when SIGTERM/SIGUSR1 (→ Preempted,
+    143) or SIGINT (→ Interrupted, 130) arrives, after the current step. A non-finite loss
+    raises DivergedError naming the epoch and step; nothing from the diverged epoch is saved.
+    With `freeze_backbone` only the head trains and the backbone stays in eval mode.
+    """
+    device = resolve_device(run.device)
+    cuda = device.type == "cuda"
+    feeder = _Feeder(train, device, run.workers)
+    n = len(train)
+    if n == 0:
+        raise UsageError(f"{label}: the training split is empty")
+    per_epoch = max(1, n // optim.batch_size)  # drop the last partial batch
+    total = optim.steps if optim.steps is not None else optim.epochs * per_epoch
+    epochs = math.ceil(total / per_epoch)
+    warmup = round(optim.warmup_epochs * per_epoch)
+
+    network.to(device)
+    if cuda:
+        network.to(memory_format=torch.channels_last)
+    if freeze_backbone:
+        network.backbone.requires_grad_(False)
+    optimizer = torch.optim.SGD(
+        _param_groups(network, optim.weight_decay),
+        lr=optim.base_lr,
+        momentum=optim.momentum,
+        nesterov=optim.nesterov,
+    )
+    ema = _EMA(network, optim.ema) if optim.ema > 0 else None
+    pos = _Position()
+    if resume:
+        if state_path is None:
+            raise UsageError("--resume needs a state file")
+        _load_state(state_path, identity, network, optimizer, ema, pos, device)
+    model: Callable[[torch.Tensor], torch.Tensor] = (
+        torch.compile(network) if run.compile else network
+    )
+    last_epoch = pos.step // per_epoch
+    flush_every = 32 if cuda else 1  # a host sync per step is free on the CPU, not on a GPU
+
+    def save(step: int) -> None:
+        pos.step = step
+        if state_path is not None:
+            _save_state(state_path, identity, network, optimizer, ema, pos, cuda, device)
+
+    started = time.perf_counter()
+    images = 0
+    with _deterministic(run.deterministic), _StopSignals() as stop:
+        network.train()
+        if freeze_backbone:
+            network.backbone.eval()
+        batches: Iterator[tuple[torch.Tensor, torch.Tensor]] = iter(())
+        pending: list[torch.Tensor] = []  # losses not yet checked (one host sync per flush)
+        for step in range(pos.step, total):
+            epoch, i = divmod(step, per_epoch)
+            if i == 0 or step == pos.step:
+                order = _epoch_order(n, run.seed, epoch)[i * optim.batch_size :]
+                steps_left = min(total - epoch * per_epoch, per_epoch) - i
+                batches = feeder.batches(order[: steps_left * optim.batch_size], optim.batch_size)
+            lr = _lr_at(step, total, warmup, optim.base_lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x, y = next(batches)
+            with torch.autocast("cuda", torch.bfloat16, enabled=cuda):
+                logits = model(x)
+            loss = objective.loss(logits.float(), y, network.head)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if ema is not None:
+                ema.update(network, step)
+            images += len(y)
+            pending.append(loss.detach())
+            epoch_done = i == per_epoch - 1 or step == total - 1
+            if epoch_done or stop.signum is not None or len(pending) >= flush_every:
+                pos.add(_check_finite(pending, step, epoch, per_epoch, last_epoch))
+                pending = []
+            if progress is not None:
+                progress(label, i + 1, per_epoch)
+            if epoch_done:
+                pos.finish_epoch(i + 1)
+                save(step + 1)
+                last_epoch = epoch + 1
+                LOG.info(
+                    "%s epoch %d/%d: loss %.4f, lr %.4g, %.0f images/s",
+                    label,
+                    epoch + 1,
+                    epochs,
+                    pos.curve[-1],
+                    lr,
+                    images / max(time.perf_counter() - started, 1e-9),
+                )
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch + 1, _eval_copy(network, ema), pos.curve)
+            if stop.signum is not None:
+                if not epoch_done:
+                    save(step + 1)
+                where = f"epoch {epoch + 1} step {i + 1}/{per_epoch}"
+                saved = (
+                    f"; state saved to {state_path}, continue with --resume" if state_path else ""
+                )
+                if stop.signum == signal.SIGINT:
+                    raise Interrupted(f"interrupted at {where}{saved}")
+                name = signal.Signals(stop.signum).name
+                raise Preempted(f"{name} at {where}{saved}")
+    return FitResult(
+        network=network,
+        eval_network=_eval_copy(network, ema),
+        loss_curve=list(pos.curve),
+        steps=total,
+        images=images,
+        train_s=time.perf_counter() - started,
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    network: Network, objective: Objective, split: Split, device: torch.device, workers: int = 0
+) -> dict[str, float]:
+    """Top-1 and top-min(5, K) accuracy (fractions) of `network` in eval mode on `split`."""
+    network.eval()
+    top1 = topk = 0
+    feeder = _Feeder(split, device, workers)
+    for x, y in feeder.batches(torch.arange(len(split)), EVAL_BATCH):
+        with torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
+            logits = network(x)
+        scores = objective.predict_logits(logits.float())
+        best = scores.topk(min(5, scores.shape[1]), dim=1).indices
+        hits = best == y[:, None]
+        top1 += int(hits[:, 0].sum())
+        topk += int(hits.any(dim=1).sum())
+    n = max(len(split), 1)
+    return {"top1": top1 / n, "top5": topk / n}
+
+
+def _param_groups(network: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weights decay; BatchNorm parameters and biases (ndim ≤ 1) do not (REFERENCE.md §2)."""
+    params = [p for p in network.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+
+
+def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    """Linear warm-up from base/warmup to base, then cosine decay to 0 at `total`."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return 0.5 * base * (1.0 + math.cos(math.pi * progress))
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffled row order of an epoch, a function of (seed, epoch) only: resume recomputes
+    it instead of storing it (and a distributed sampler would shard the same order)."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator)
+
+
+def _check_finite(
+    losses: list[torch.Tensor], step: int, epoch: int, per_epoch: int, last_epoch: int
+) -> list[float]:
+    """Losses of the last len(losses) steps (ending at `step`) as floats; non-finite → exit 5."""
+    values = torch.stack(losses).double().cpu().tolist()
+    for offset, value in enumerate(values):
+        if not math.isfinite(value):
+            bad = step - len(values) + 1 + offset
+            bad_epoch, bad_i = divmod(bad, per_epoch)
+            raise DivergedError(
+                f"training diverged: loss is {value} at epoch {bad_epoch + 1} step "
+                f"{bad_i + 1}/{per_epoch}; "
+                + (f"the files of epoch {last_epoch} are kept" if last_epoch else "nothing saved")
+            )
+    return values
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces of the loop.
+
+
+class _Feeder:
+    """Batches of a split on the device: indexed from in-memory tensors when the dataset has
+    them (much faster than a DataLoader for small images), else through a DataLoader."""
+
+    def __init__(self, split: Split, device: torch.device, workers: int) -> None:
+        self.split = split
+        self.device = device
+        self.workers = workers
+        tensors = getattr(split.dataset, "tensors", lambda: None)()
+        self.tensors = None if tensors is None else (tensors[0].to(device), tensors[1].to(device))
+        self.channels_last = device.type == "cuda"
+
+    def batches(
+        self, order: torch.Tensor, batch_size: int | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Consecutive batches of the rows in `order` (the last one may be short)."""
+        size = batch_size or len(order)
+        chunks = [order[s : s + size] for s in range(0, len(order), size)]
+        if self.tensors is not None:
+            images, labels = self.tensors
+            for idx in chunks:
+                idx = idx.to(self.device)
+                yield self._place(images[idx]), labels[idx]
+            return
+        from torch.utils.data import DataLoader
+
+        loader: DataLoader[tuple[torch.Tensor, torch.Tensor]] = DataLoader(
+            self.split.dataset,  # type: ignore[arg-type]
+            batch_sampler=[c.tolist() for c in chunks],
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        for x, y in loader:
+            yield self._place(x.to(self.device, non_blocking=True)), y.to(self.device)
+
+    def _place(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+class _EMA:
+    """Exponential moving average of all weights and buffers, TF-style warm-up of the decay:
+    min(decay, (1 + t)/(10 + t)) at update t, so short runs are not dominated by the init."""
+
+    def __init__(self, network: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in network.state_dict().items()}
+
+    def update(self, network: nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        floats, targets = [], []
+        for key, value in network.state_dict().items():
+            if value.is_floating_point():
+                floats.append(self.shadow[key])
+                targets.append(value.detach())
+            else:
+                self.shadow[key].copy_(value)
+        torch._foreach_lerp_(floats, targets, 1.0 - decay)
+
+
+def _eval_copy(network: Network, ema: _EMA | None) -> Network:
+    if ema is None:
+        return network
+    copied = copy.deepcopy(network)
+    copied.load_state_dict(ema.shadow)
+    return copied
+
+
+@dataclass
+class _Position:
+    """Where training is: global step, per-epoch mean losses, the running sum of this epoch."""
+
+    step: int = 0
+    curve: list[float] = field(default_factory=list)
+    epoch_sum: float = 0.0
+
+    def add(self, losses: list[float]) -> None:
+        self.epoch_sum += math.fsum(losses)
+
+    def finish_epoch(self, steps: int) -> None:
+        self.curve.append(self.epoch_sum / steps)
+        self.epoch_sum = 0.0
+
+
+class _StopSignals:
+    """Within training only: SIGTERM/SIGUSR1/SIGINT set a flag checked between steps.
+
+    A second Ctrl-C stops at once. Off the main thread (where handlers cannot be installed)
+    signals keep their usual effect.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGINT and self.signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _deterministic(enabled: bool) -> Iterator[None]:
+    """Deterministic kernels (and no cuDNN autotuning) for the duration of training."""
+    if not enabled:
+        yield
+        return
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0])
+        torch.backends.cudnn.benchmark = previous[1]
+
+
+def _save_state(
+    path: Path,
+    identity: dict[str, Any],
+    network: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ema: _EMA | None,
+    pos: _Position,
+    cuda: bool,
+    device: torch.device,
+) -> None:
+    tensors = {f"model/{k}": v for k, v in network.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema/{k}": v for k, v in ema.shadow.items()})
+    for name, param in network.named_parameters():
+        buffer = optimizer.state.get(param, {}).get("momentum_buffer")
+        if buffer is not None:
+            tensors[f"momentum/{name}"] = buffer
+    tensors["rng/cpu"] = torch.get_rng_state()
+    if cuda:
+        tensors["rng/cuda"] = torch.cuda.get_rng_state(device)
+    tensors["position/step"] = torch.tensor([pos.step], dtype=torch.int64)
+    tensors["position/curve"] = torch.tensor(pos.curve, dtype=torch.float64)
+    tensors["position/epoch_sum"] = torch.tensor([pos.epoch_sum], dtype=torch.float64)
+    meta = {"format": STATE_FORMAT, "identity": json.dumps(identity, sort_keys=True)}
+    save_tensors(path, tensors, meta, force=True)
+
+
+def _load_state(
+    path: Path,
+    identity: dict[str, Any],
+    network: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ema: _EMA | None,
+    pos: _Position,
+    device: torch.device,
+) -> None:
+    tensors, header = load_tensors(require_file(path))
+    if header.get("format") != STATE_FORMAT:
+        raise InputError(f"{path}: not a lossxfer training state file")
+    saved = json.loads(header.get("identity", "{}"))
+    now = json.loads(json.dumps(identity, sort_keys=True))
+    if saved != now:
+        key = next(k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k))
+        raise UsageError(
+            f"{path}: --resume with a different configuration ({key}: saved "
+            f"{saved.get(key)!r}, now {now.get(key)!r})"
+        )
+    try:
+        network.load_state_dict(_prefixed(tensors, "model/"), strict=True)
+        if ema is not None:
+            ema.shadow = {k: v.to(device) for k, v in _prefixed(tensors, "ema/").items()}
+        for name, param in network.named_parameters():
+            buffer = tensors.get(f"momentum/{name}")
+            if buffer is not None:
+                optimizer.state[param]["momentum_buffer"] = buffer.to(device)
+        torch.set_rng_state(tensors["rng/cpu"])
+        if "rng/cuda" in tensors and device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng/cuda"], device)
+        pos.step = int(tensors["position/step"][0])
+        pos.curve = tensors["position/curve"].tolist()
+        pos.epoch_sum = float(tensors["position/epoch_sum"][0])
+    except (KeyError, RuntimeError) as exc:
+        raise InputError(f"{path}: training state does not fit this model ({exc})") from None
+
+
+def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The `train` verb.
+
+
+def run_paths(out: str | Path) -> tuple[Path, Path, Path]:
+    """The run directory's files: model.safetensors, state.safetensors, train.json."""
+    folder = Path(out)
+    return folder / "model.safetensors", folder / "state.safetensors", folder / "train.json"
+
+
+def check_run_dir(out: str | Path, resume: bool, force: bool) -> None:
+    """Before any work: refuse to clobber a finished or interrupted run unless told how."""
+    model, state, record = run_paths(out)
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UsageError(f"{out}: exists and is not a directory")
+    if resume:
+        if not state.exists():
+            raise InputError(f"{state}: no training state to resume from")
+        return
+    check_output(model, force)
+    check_output(record, force)
+    if state.exists() and not force:
+        raise UsageError(f"{state}: exists (use --resume to continue, --force to start over)")
+
+
+def train(config: TrainConfig, progress: ProgressFn | None = None) -> Result:
+    """Train a network from scratch (or --resume) and write the run directory's three files."""
+    config.optim.check()
+    check_run_dir(config.out, config.resume, config.force)
+    model_path, state_path, record_path = run_paths(config.out)
+    classes = list(config.classes) if config.classes is not None else None
+    data = load_data(config.data, classes, config.val_fraction, config.split_seed)
+    objective = make_objective(config.loss, config.loss_opts)
+    device = resolve_device(config.run.device)
+    started = time.perf_counter()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(config.run.seed)
+        network = build_network(config.arch, data.input, objective, data.num_classes)
+
+        def meta(metrics: dict[str, Any]) -> CheckpointMeta:
+            return CheckpointMeta(
+                arch=config.arch,
+                objective=config.loss,
+                objective_opts=objective.options(),
+                num_classes=data.num_classes,
+                classes=data.classes,
+                input=data.input,
+                data=data.describe(),
+                seed=config.run.seed,
+                config=asdict(config),
+                metrics=metrics,
+            )
+
+        def save_epoch(epochs: int, net: Network, curve: list[float]) -> None:
+            save_checkpoint(model_path, net, meta({"epochs": epochs, "loss_curve": curve}), True)
+
+        done = fit(
+            network,
+            objective,
+            data.split("train", augment=True),
+            config.optim,
+            config.run,
+            identity=config.identity(),
+            state_path=state_path,
+            resume=config.resume,
+            on_epoch_end=save_epoch,
+            progress=progress,
+        )
+    metrics: dict[str, Any] = {}
+    for name in ("val", "test") if config.val_fraction > 0 else ("test",):
+        scores = evaluate(
+            done.eval_network, objective, data.split(name), device, config.run.workers
+        )
+        metrics.update({f"{name}_top1": scores["top1"], f"{name}_top5": scores["top5"]})
+    metrics.update(loss_curve=done.loss_curve, epochs=len(done.loss_curve), steps=done.steps)
+    save_checkpoint(model_path, done.eval_network, meta(metrics), force=True)
+    result = Result(
+        kind="train",
+        metrics=metrics,
+        config=asdict(config),
+        model=meta(metrics).provenance(sha256(model_path)),
+        dataset=data.describe(),
+        timing={
+            "wall_s": time.perf_counter() - started,
+            "train_s": done.train_s,
+            "images_per_s": done.images / done.train_s if done.train_s > 0 else None,
+        },
+    )
+    result.write(record_path, force=True)
+    return result
