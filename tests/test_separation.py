@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CliRun
 
 from lossxfer.errors import InputError
 from lossxfer.separation import SeparationConfig, run_separation
@@ -207,7 +209,7 @@ def test_defaults_penultimate_and_test_split(tmp_path: Path) -> None:
     assert list(everything.metrics["layers"]) == ["block1", "penultimate"]
 
 
-def test_cli_json_table_and_result_file(tmp_path: Path, cli) -> None:
+def test_cli_json_table_and_result_file(tmp_path: Path, cli: Callable[..., CliRun]) -> None:
     rng = np.random.default_rng(10)
     labels, x = clustered(rng, [15, 25, 20], dim=6, spread=1.0)
     store = write_store(

@@ -9,11 +9,13 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, CliRun
 
 from lossxfer.cli import docs
 from lossxfer.cli.app import COMPLETE_VAR
@@ -262,7 +264,9 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("verb", sorted(set(CASES) & set(VERBS)))
-def test_json_stdout_is_one_document_and_quiet_is_quiet(verb: str, inputs: Path, cli) -> None:
+def test_json_stdout_is_one_document_and_quiet_is_quiet(
+    verb: str, inputs: Path, cli: Callable[..., CliRun]
+) -> None:
     args = CASES[verb](inputs)
     run = cli(verb, *args, "--json", "-q")
     assert run.code == 0, run.stderr
@@ -281,3 +285,59 @@ def test_no_color_and_pipes_give_plain_text(inputs: Path) -> None:
     assert "penultimate" in proc.stdout and not ANSI.search(proc.stdout + proc.stderr)
     assert "lossxfer INFO" in proc.stderr  # plain log lines (not a terminal), never on stdout
     assert "INFO" not in proc.stdout
+
+
+def test_options_mean_the_same_in_every_verb() -> None:
+    """Shared options keep one name, short form and help text (cli/common.py) across verbs."""
+    from lossxfer.cli import common
+
+    shared = {
+        "--json": common.JsonOpt,
+        "--quiet": common.QuietOpt,
+        "--debug": common.DebugOpt,
+        "--force": common.ForceOpt,
+        "--device": common.DeviceOpt,
+        "--seed": common.SeedOpt,
+    }
+    for verb in docs.collect()[1]:
+        options = {n: p for p in verb.params if not p.argument for n in p.names}
+        assert {"--json", "--quiet", "--debug"} <= options.keys(), verb.name
+        for name, p in options.items():
+            if name in shared:
+                assert p.help == get_args(shared[name])[1].help, (verb.name, name)
+        for short, long in (("-q", "--quiet"), ("-o", "--out"), ("-h", "--help")):
+            if short in options or long in options:
+                assert options.get(short) is options.get(long), (verb.name, short, long)
+
+
+def test_progress_on_a_terminal_stays_off_stdout(tmp_path: Path) -> None:
+    """With stderr a terminal the Rich bar draws there; stdout still holds only the JSON."""
+    import pty
+    import threading
+
+    store = _store(tmp_path / "acts.h5")
+    master, slave = pty.openpty()
+    terminal: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            terminal.append(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    args = ["separation", str(store), "--json", "--block-rows", "1", "--layer", "all"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "lossxfer", *args],
+        stdout=subprocess.PIPE, stderr=slave, env=_env(TERM="xterm"), check=True,
+    )  # fmt: skip
+    os.close(slave)
+    reader.join(timeout=5)
+    os.close(master)
+    assert json.loads(proc.stdout)["kind"] == "separation"
+    assert b"separation" in b"".join(terminal)  # the bar was drawn, on the terminal
