@@ -13,7 +13,6 @@ import dataclasses
 import io
 import json
 import math
-import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -276,8 +275,9 @@ def _find_files(paths: Iterable[Path]) -> tuple[list[Path], list[Skipped]]:
             skipped.append(Skipped(str(path), "no such file or directory"))
             continue
         for p in found:
-            if p.resolve() not in seen:
-                seen.add(p.resolve())
+            real = p.resolve()
+            if real not in seen:
+                seen.add(real)
                 files.append(p)
     return files, skipped
 
@@ -519,8 +519,6 @@ def _objective_rows(
     suffix: str = "",
 ) -> list[Row]:
     """One row per objective; t-test against the baseline row and best marks inside each group."""
-    from scipy import stats
-
     out = [
         Row(
             key.setup + suffix,
@@ -546,11 +544,57 @@ def _objective_rows(
             for r in members:
                 cell = r.cells[column.key]
                 if r is not base and cell is not None and cell.n >= 2:
-                    with warnings.catch_warnings():  # identical values: p is nan, no mark
-                        warnings.simplefilter("ignore", RuntimeWarning)
-                        test = stats.ttest_ind(cell.values, ref.values, equal_var=False)
-                    cell.p = float(test.pvalue) if math.isfinite(test.pvalue) else None
+                    cell.p = welch_p(cell, ref)
     return [r for r in out if any(c is not None for c in r.cells.values())]
+
+
+# Statistics with scipy.special alone: importing scipy.stats costs more than a whole report, and
+# ttest_ind's array machinery ~2 ms a call. Tests check these against scipy.stats.
+
+
+def welch_p(a: Cell, b: Cell) -> float | None:
+    """Two-sided p of Welch's t-test, as scipy.stats.ttest_ind(equal_var=False); None: undefined."""
+    from scipy.special import stdtr
+
+    va, vb = (a.std or 0.0) ** 2 / a.n, (b.std or 0.0) ** 2 / b.n
+    if a.n < 2 or b.n < 2:
+        return None
+    if va + vb == 0:  # both constant: scipy's t is ±inf (p = 0) or nan
+        return None if a.mean == b.mean else 0.0
+    t = (a.mean - b.mean) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / (a.n - 1) + vb**2 / (b.n - 1))
+    return float(2 * stdtr(df, -abs(t)))
+
+
+def _pearson(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """(r, two-sided p) as scipy.stats.pearsonr; nan for constant input."""
+    from scipy.special import stdtr
+
+    mx, my = math.fsum(xs) / len(xs), math.fsum(ys) / len(ys)
+    sxy = math.fsum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+    sxx, syy = math.fsum((x - mx) ** 2 for x in xs), math.fsum((y - my) ** 2 for y in ys)
+    if sxx == 0 or syy == 0:
+        return math.nan, math.nan
+    r = max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
+    if abs(r) == 1.0:
+        return r, 0.0
+    df = len(xs) - 2
+    return r, float(2 * stdtr(df, -abs(r) * math.sqrt(df / (1 - r * r))))
+
+
+def _ranks(values: list[float]) -> list[float]:
+    """Ranks from 1, ties sharing their average rank (scipy.stats.rankdata's default)."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
 
 
 def _shown(value: float, unit: str) -> str:
@@ -647,8 +691,6 @@ def run_points(runs: list[RunData]) -> list[RunPoint]:
 
 def correlation(points: list[RunPoint], x: str, y: str) -> dict[str, Any] | None:
     """Pearson and Spearman correlation over runs having both numbers (None under 3 runs)."""
-    from scipy import stats
-
     pairs = [
         (a, b)
         for p in points
@@ -657,15 +699,15 @@ def correlation(points: list[RunPoint], x: str, y: str) -> dict[str, Any] | None
     if len(pairs) < 3:
         return None
     xs, ys = [a for a, _ in pairs], [b for _, b in pairs]
-    pearson, spearman = stats.pearsonr(xs, ys), stats.spearmanr(xs, ys)
+    (r, p), (rho, p_rho) = _pearson(xs, ys), _pearson(_ranks(xs), _ranks(ys))
     return {
         "x": x,
         "y": y,
         "runs": len(pairs),
-        "pearson_r": float(pearson.statistic),
-        "pearson_p": float(pearson.pvalue),
-        "spearman_rho": float(spearman.statistic),
-        "spearman_p": float(spearman.pvalue),
+        "pearson_r": r,
+        "pearson_p": p,
+        "spearman_rho": rho,
+        "spearman_p": p_rho,
     }
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 GOLDEN = Path(__file__).parent / "golden"
 SOURCE = "digits[0-4]"
@@ -322,3 +325,52 @@ def test_rich_shows_best_in_bold(study: Path) -> None:
     text = console.export_text(styles=True)
     assert "\x1b[1m93.5 ± 0.5\x1b[0m†" in text  # sigmoid's source accuracy
     assert "\x1b[1m92.0" not in text
+
+
+# accuracies and R² as records hold them: fractions, here on a grid so that ties happen
+fractions = st.integers(0, 1000).map(lambda i: i / 1000)
+samples = st.lists(fractions, min_size=2, max_size=10)
+
+
+@settings(max_examples=150, deadline=None)
+@given(samples, samples)
+def test_welch_t_test_equals_scipy(a: list[float], b: list[float]) -> None:
+    import math
+
+    from scipy import stats
+
+    from lossxfer.report import Cell, welch_p
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    got = welch_p(Cell(a), Cell(b))
+    if math.isfinite(want):
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-12)
+    else:  # both samples constant
+        assert got is None
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([0.1, 0.2, 0.3]) | st.floats(0, 1), st.floats(0, 1)), min_size=3
+    )
+)
+def test_correlations_equal_scipy(pairs: list[tuple[float, float]]) -> None:
+    from scipy import stats
+
+    from lossxfer.report import RunKey, RunPoint, correlation
+
+    xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
+    if len(set(xs)) < 2 or len(set(ys)) < 2:
+        return  # constant input has no correlation
+    key = RunKey(None, 0, None)  # type: ignore[arg-type]
+    points = [RunPoint(key, None, y, None, x) for x, y in pairs]
+    corr = correlation(points, "r2", "linear")
+    assert corr is not None
+    pearson, spearman = stats.pearsonr(xs, ys), stats.spearmanr(xs, ys)
+    assert corr["pearson_r"] == pytest.approx(pearson.statistic, abs=1e-9)
+    assert corr["pearson_p"] == pytest.approx(pearson.pvalue, rel=1e-6, abs=1e-7)
+    assert corr["spearman_rho"] == pytest.approx(spearman.statistic, abs=1e-9)
+    assert corr["spearman_p"] == pytest.approx(spearman.pvalue, rel=1e-6, abs=1e-7)
