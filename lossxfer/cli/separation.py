@@ -94,7 +94,7 @@ def _table(result: Result) -> Table:
     title = f"class separation ({result.metrics['split']} split; --json for all numbers)"
     table = Table(title=title, box=SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     table.add_column("layer", no_wrap=True)
-    for name in ("dim", "R²", "d̄ within", "sparsity", "dead", "eff.dim", "NC1", "zero rows"):
+    for name in ("dim", "R²", "d̄ within", "sparsity", "dead", "eff.dim", "NC1", "0-rows"):
         table.add_column(name, justify="right", no_wrap=True)
     for layer, m in result.metrics["layers"].items():
         cells = [m["r2"], m["d_within"], m["sparsity"]]
