@@ -1,0 +1,233 @@
+"""The CKA estimators of REFERENCE.md §5 as accumulators and their closed-form finish.
+
+Streaming (`linear`, `debiased`): exact over all n rows from float64 sufficient statistics of
+row-shifted activations X' = X − 1sᵀ (s a fixed per-layer shift near the mean, so a +100 offset
+loses no digits). Per layer pair: G = X'ᵀY', column sums, and for debiased also Σ‖x'ᵢ‖²‖y'ᵢ‖²,
+Σ‖x'ᵢ‖²y'ᵢ, Σ‖y'ᵢ‖²x'ᵢ, Σ‖x'ᵢ‖². Biased HSIC is shift-invariant after centring; HSIC₁ is
+invariant to any constant row shift, so both are derived exactly from the shifted sums.
+Sums add across blocks and shards, which is what makes `--shard`/`--merge` exact.
+
+Minibatch (Nguyen et al. 2021): Σ_batches HSIC₁ over U-centred per-batch Grams, all layer
+pairs from one product of the stacked Grams. RBF: full Gaussian Grams (Kornblith et al.'s demo).
+
+Layers are "joint": A's layers, then B's (two stores) — one store is compared with itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lossxfer.cka.backends import Array, Ops
+
+Sums = dict[str, Any]  # name → float64 array; every entry adds across row blocks and shards
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Widths of A's layers and of B's (None: one store, A against itself)."""
+
+    widths_a: tuple[int, ...]
+    widths_b: tuple[int, ...] | None
+
+    @property
+    def one_store(self) -> bool:
+        return self.widths_b is None
+
+    @property
+    def joint(self) -> int:
+        return len(self.widths_a) + len(self.widths_b or ())
+
+    def side(self, second: bool) -> tuple[int, ...]:
+        return self.widths_b if second and self.widths_b is not None else self.widths_a
+
+
+def offsets(widths: tuple[int, ...]) -> list[int]:
+    return [0, *np.cumsum(widths).tolist()]
+
+
+class Streaming:
+    """Accumulates the sufficient statistics of linear or debiased CKA over row blocks."""
+
+    def __init__(
+        self, ops: Ops, layout: Layout, debiased: bool, shift_a: Any, shift_b: Any | None
+    ) -> None:
+        self.ops, self.layout, self.debiased = ops, layout, debiased
+        self.shift_a = ops.load(shift_a)
+        self.shift_b = None if shift_b is None else ops.load(shift_b)
+        pa = sum(layout.widths_a)
+        s: Sums = {"colsum_a": ops.zeros(pa)}
+        if layout.widths_b is None:
+            s["gram"] = ops.zeros(pa, pa)  # upper triangle (numpy) or full: read via triu
+        else:
+            pb = sum(layout.widths_b)
+            s["gram"] = ops.zeros(pa, pb)
+            s["colsum_b"] = ops.zeros(pb)
+            for name, w in _self_grams(layout):
+                s[name] = ops.zeros(w, w)
+        if debiased:
+            n_layers = layout.joint
+            s["nn"] = ops.zeros(n_layers, n_layers)
+            s["ksum"] = ops.zeros(n_layers)
+            s["nz_a"] = ops.zeros(n_layers, pa)
+            if layout.widths_b is not None:
+                s["nz_b"] = ops.zeros(n_layers, sum(layout.widths_b))
+        self.sums = s
+
+    def update(self, rows_a: list[Any], rows_b: list[Any] | None) -> None:
+        """Add one aligned row block (float32 rows per layer, A's then B's)."""
+        ops, s = self.ops, self.sums
+        za = ops.load(_hcat(rows_a), self.shift_a)
+        s["colsum_a"] += za.sum(0)
+        if self.layout.widths_b is None or rows_b is None:
+            zb = None
+            s["gram"] = ops.syrk_acc(s["gram"], za)
+        else:
+            zb = ops.load(_hcat(rows_b), self.shift_b)
+            s["colsum_b"] += zb.sum(0)
+            s["gram"] = ops.gemm_acc(s["gram"], za, zb)
+            for (name, _), x in zip(
+                _self_grams(self.layout), _split_cols(za, zb, self.layout), strict=True
+            ):
+                s[name] = ops.syrk_acc(s[name], x)
+        if self.debiased:
+            sq = [(x * x).sum(1)[:, None] for x in _split_cols(za, zb, self.layout)]
+            k = ops.concat(sq)  # b × joint layers: ‖x'ᵢ‖² per layer
+            s["nn"] = ops.gemm_acc(s["nn"], k, k)
+            s["ksum"] += k.sum(0)
+            s["nz_a"] = ops.gemm_acc(s["nz_a"], k, za)
+            if zb is not None:
+                s["nz_b"] = ops.gemm_acc(s["nz_b"], k, zb)
+
+    def export(self) -> Sums:
+        return {name: self.ops.numpy(v) for name, v in self.sums.items()}
+
+
+def _hcat(rows: list[Any]) -> Any:
+    """Host-side concatenation of one block's layers, so each block is one device transfer."""
+    return rows[0] if len(rows) == 1 else np.concatenate(rows, axis=1)
+
+
+def _self_grams(layout: Layout) -> list[tuple[str, int]]:
+    """Names and widths of the per-layer XᵀX accumulators kept when comparing two stores."""
+    return [(f"self_a{i}", w) for i, w in enumerate(layout.widths_a)] + [
+        (f"self_b{j}", w) for j, w in enumerate(layout.widths_b or ())
+    ]
+
+
+def _split_cols(za: Array, zb: Array | None, layout: Layout) -> list[Array]:
+    """The joint layers' column blocks of the concatenated rows."""
+    oa = offsets(layout.widths_a)
+    out = [za[:, oa[i] : oa[i + 1]] for i in range(len(layout.widths_a))]
+    if zb is not None and layout.widths_b is not None:
+        ob = offsets(layout.widths_b)
+        out += [zb[:, ob[j] : ob[j + 1]] for j in range(len(layout.widths_b))]
+    return out
+
+
+def upper_to_full(g: np.ndarray) -> np.ndarray:
+    """A symmetric matrix from its upper triangle (BLAS syrk fills only that)."""
+    return np.triu(g) + np.triu(g, 1).T
+
+
+def finish_streaming(sums: Sums, n: int, layout: Layout, debiased: bool) -> np.ndarray:
+    """CKA matrix (A's layers × B's) from the summed statistics, in float64."""
+    one = layout.widths_b is None
+    gram = upper_to_full(sums["gram"]) if one else sums["gram"]
+    oa = offsets(layout.widths_a)
+    ob = offsets(layout.side(second=True))
+    la = len(layout.widths_a)
+    colsum_a = sums["colsum_a"]
+    colsum_b = colsum_a if one else sums["colsum_b"]
+    nz_b = sums.get("nz_a") if one else sums.get("nz_b")
+
+    def stats(second: bool, i: int) -> tuple[int, np.ndarray, Any, slice]:
+        """(joint index, column sums, nz rows over this side's columns, column slice)."""
+        o = ob if second else oa
+        cols = slice(o[i], o[i + 1])
+        joint = (i if one else la + i) if second else i
+        colsum = colsum_b if second else colsum_a
+        nz = nz_b if second else sums.get("nz_a")
+        return joint, colsum[cols], (None if nz is None else nz[:, cols]), cols
+
+    def self_gram(second: bool, i: int) -> np.ndarray:
+        if one:
+            return gram[oa[i] : oa[i + 1], oa[i] : oa[i + 1]]
+        return upper_to_full(sums[f"self_{'b' if second else 'a'}{i}"])
+
+    def hsic(g: np.ndarray, x: tuple[Any, ...], y: tuple[Any, ...]) -> float:
+        (u, sx, nzx, _), (v, sy, nzy, _) = x, y
+        if not debiased:
+            c = g - np.outer(sx, sy) / n  # X̃ᵀỸ: exact column centring of the shifted sums
+            return float(np.einsum("ij,ij->", c, c))
+        nn, ksum = sums["nn"], sums["ksum"]
+        tr_kl = float(np.einsum("ij,ij->", g, g)) - nn[u, v]  # tr(K̃L̃)
+        k1 = sx @ sx - ksum[u]  # 1ᵀK̃1
+        l1 = sy @ sy - ksum[v]  # 1ᵀL̃1
+        # 1ᵀK̃L̃1 = Σⱼ (xⱼ·Sx − kⱼ)(yⱼ·Sy − lⱼ)
+        kl1 = sx @ g @ sy - nzy[u] @ sy - nzx[v] @ sx + nn[u, v]
+        return float((tr_kl + k1 * l1 / ((n - 1) * (n - 2)) - 2 * kl1 / (n - 2)) / (n * (n - 3)))
+
+    a_stats = [stats(False, i) for i in range(la)]
+    b_stats = [stats(True, j) for j in range(len(ob) - 1)]
+    self_a = [hsic(self_gram(False, i), s, s) for i, s in enumerate(a_stats)]
+    self_b = self_a if one else [hsic(self_gram(True, j), s, s) for j, s in enumerate(b_stats)]
+    out = np.empty((la, len(b_stats)))
+    for i, x in enumerate(a_stats):
+        for j, y in enumerate(b_stats):
+            out[i, j] = _ratio(hsic(gram[x[3], y[3]], x, y), self_a[i], self_b[j])
+    return out
+
+
+def _ratio(xy: float, xx: float, yy: float) -> float:
+    """HSIC(X,Y) / √(HSIC(X,X) HSIC(Y,Y)); undefined (NaN) when a self-HSIC is not positive."""
+    denom = xx * yy
+    return xy / float(np.sqrt(denom)) if denom > 0 and xx > 0 else float("nan")
+
+
+def cka_from_hsic(m: np.ndarray, layout: Layout) -> np.ndarray:
+    """CKA matrix from the joint layers' HSIC matrix (minibatch and RBF)."""
+    la = len(layout.widths_a)
+    cols = range(la) if layout.one_store else range(la, layout.joint)
+    return np.array([[_ratio(m[i, j], m[i, i], m[j, j]) for j in cols] for i in range(la)])
+
+
+class Minibatch:
+    """Σ over minibatches of HSIC₁ for all joint layer pairs (Nguyen, Raghu & Kornblith 2021)."""
+
+    def __init__(self, ops: Ops, n_layers: int) -> None:
+        self.ops = ops
+        self.n_layers = n_layers
+        self.sums: Sums = {"hsic": ops.zeros(n_layers, n_layers)}
+
+    def update(self, rows: list[Any]) -> None:
+        """One minibatch: rows of every joint layer. Each layer's Gram is formed once."""
+        ops = self.ops
+        m = rows[0].shape[0]
+        stack = ops.empty(self.n_layers, m, m)
+        for u, x in enumerate(rows):
+            x = ops.load(x)
+            x -= x.mean(0)  # per-batch feature centring: HSIC₁ is unchanged, digits are kept
+            ops.gram_into(stack[u], x)
+            ops.centre(stack[u], unbiased=True)
+        flat = stack.reshape(self.n_layers, m * m)
+        self.sums["hsic"] += (flat @ flat.T) * (1.0 / (m * (m - 3)))
+
+    def export(self) -> Sums:
+        return {"hsic": self.ops.numpy(self.sums["hsic"])}
+
+
+def rbf_hsic(ops: Ops, layers: list[Any], threshold: float) -> np.ndarray:
+    """Joint layers' biased HSIC matrix with RBF kernels on all n rows (n × n Grams)."""
+    n = layers[0].shape[0]
+    stack = ops.empty(len(layers), n, n)
+    for u, x in enumerate(layers):
+        x = ops.load(x)
+        x -= x.mean(0)  # distances are unchanged; the dot products keep their digits
+        ops.gram_into(stack[u], x)
+        ops.rbf_from_dot(stack[u], threshold)
+        ops.centre(stack[u], unbiased=False)
+    flat = stack.reshape(len(layers), n * n)
+    return np.asarray(ops.numpy(flat @ flat.T))

@@ -1,0 +1,224 @@
+"""CKA shard files: one part's accumulators (`--shard i/N`), summed exactly by `--merge`.
+
+A shard holds the float64 sums of its range of rows (or minibatches), the range, the layers and
+the stores' provenance with a checksum of their sample index. Sums add, so the merge of N shards
+is the unsharded computation up to float64 summation order. HDF5 (`.h5`) or JSON (`.json`;
+floats written with round-trip precision), tagged `lossxfer.cka-shard/1`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lossxfer import __version__
+from lossxfer.cka.backends import get_backend
+from lossxfer.cka.estimators import Layout, Sums
+from lossxfer.cka.run import CkaConfig, accumulate, finish, make_result, open_job, units
+from lossxfer.errors import InputError, UsageError
+from lossxfer.formats import CKA_SHARD, check_format
+from lossxfer.fsio import atomic_path, require_file
+from lossxfer.progress import ProgressFn, no_progress
+from lossxfer.results import Result, input_record
+
+# Fields that must agree between the shards of one computation.
+_SAME = ("estimator", "split", "layers_a", "layers_b", "widths_a", "widths_b", "n", "unit")
+_SAME_MORE = ("total", "parts", "params", "identity")
+
+
+@dataclass
+class Shard:
+    meta: dict[str, Any]
+    sums: Sums
+    fixed: dict[str, np.ndarray]
+
+
+def compute_shard(config: CkaConfig, progress: ProgressFn | None = None) -> Shard:
+    """The accumulators of part i of N (`config.shard`) of the rows or minibatches."""
+    config.check()
+    if config.shard is None:
+        raise UsageError("--shard i/N is needed to write a shard")
+    ops = get_backend(config.backend, config.device)
+    index, parts = config.shard
+    with open_job(config) as job:
+        unit, total = units(job)
+        lo, hi = index * total // parts, (index + 1) * total // parts
+        part = accumulate(job, ops, lo, hi, progress or no_progress)
+        stores = job.stores()
+        meta = {
+            "estimator": config.estimator,
+            "split": config.split,
+            "layers_a": job.layers_a,
+            "layers_b": job.layers_b,
+            "widths_a": list(job.layout.widths_a),
+            "widths_b": None if job.layout.widths_b is None else list(job.layout.widths_b),
+            "n": job.n,
+            "unit": unit,
+            "total": total,
+            "parts": parts,
+            "shard": index,
+            "lo": lo,
+            "hi": hi,
+            "rows": part.rows,
+            "params": {
+                "batch_size": config.batch_size,
+                "passes": config.passes,
+                "seed": config.seed,
+            }
+            if unit == "batches"
+            else {},
+            "identity": [[s["model"], s["index_sha256"]] for s in stores],
+            "stores": stores,
+            "config": dataclasses.asdict(config),
+            "backend": ops.name,
+            "lossxfer_version": __version__,
+        }
+        return Shard(meta, part.sums, part.fixed)
+
+
+def write_shard(shard: Shard, path: str | os.PathLike[str], force: bool = False) -> Path:
+    """Write atomically: JSON for a `.json` path, HDF5 otherwise."""
+    out = Path(path)
+    with atomic_path(out, force) as tmp:
+        if out.suffix == ".json":
+            doc = {
+                "format": CKA_SHARD,
+                "meta": shard.meta,
+                "sums": {k: v.tolist() for k, v in shard.sums.items()},
+                "fixed": {k: v.tolist() for k, v in shard.fixed.items()},
+            }
+            tmp.write_text(json.dumps(doc), encoding="utf-8")
+        else:
+            import h5py
+
+            with h5py.File(tmp, "w") as f:
+                f.attrs["format"] = CKA_SHARD
+                f.attrs["meta"] = json.dumps(shard.meta)
+                for group, arrays in (("sums", shard.sums), ("fixed", shard.fixed)):
+                    g = f.create_group(group)
+                    for name, value in arrays.items():
+                        g.create_dataset(name, data=np.asarray(value, dtype=np.float64))
+    return out
+
+
+def read_shard(path: str | os.PathLike[str]) -> Shard:
+    """Read and check a shard file; anything malformed is an InputError naming the file."""
+    p = require_file(path)
+    try:
+        if p.suffix == ".json":
+            doc = json.loads(p.read_text(encoding="utf-8"))
+            if not isinstance(doc, dict):
+                raise InputError(f"{p}: not a CKA shard (not a JSON object)")
+            check_format(doc.get("format"), CKA_SHARD, p)
+            meta, sums, fixed = doc.get("meta"), doc.get("sums"), doc.get("fixed")
+            if not (isinstance(meta, dict) and isinstance(sums, dict) and isinstance(fixed, dict)):
+                raise InputError(f"{p}: CKA shard lacks its meta, sums or fixed objects")
+            arrays = [
+                {k: np.asarray(v, dtype=np.float64) for k, v in d.items()} for d in (sums, fixed)
+            ]
+        else:
+            import h5py
+
+            with h5py.File(p, "r") as f:
+                check_format(_text(f.attrs.get("format")), CKA_SHARD, p)
+                meta = json.loads(_text(f.attrs.get("meta")) or "null")
+                if not isinstance(meta, dict) or "sums" not in f or "fixed" not in f:
+                    raise InputError(f"{p}: CKA shard lacks its meta, sums or fixed groups")
+                arrays = [
+                    {k: np.asarray(ds[...], dtype=np.float64) for k, ds in f[g].items()}
+                    for g in ("sums", "fixed")
+                ]
+    except InputError:
+        raise
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise InputError(f"{p}: unreadable CKA shard ({exc})") from None
+    missing = [
+        k for k in (*_SAME, *_SAME_MORE, "lo", "hi", "rows", "stores", "config") if k not in meta
+    ]
+    if missing:
+        raise InputError(f"{p}: CKA shard meta lacks {', '.join(missing)}")
+    return Shard(meta, arrays[0], arrays[1])
+
+
+def _text(value: Any) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def merge_shards(paths: list[Path], progress: ProgressFn | None = None) -> Result:
+    """Sum the shards of one computation and finish the CKA matrix.
+
+    Shards must agree on estimator, split, layers, stores (model and sample index) and options,
+    and their ranges must tile [0, total) exactly; otherwise InputError (exit 3).
+    """
+    if not paths:
+        raise UsageError("--merge needs the shard files to merge")
+    started = time.perf_counter()
+    shards = [read_shard(p) for p in paths]
+    first, where = shards[0].meta, paths[0]
+    for path, shard in zip(paths[1:], shards[1:], strict=True):
+        for key in (*_SAME, *_SAME_MORE):
+            if shard.meta[key] != first[key]:
+                raise InputError(
+                    f"{path}: shard differs from {where} in {key!r} "
+                    f"({shard.meta[key]!r} vs {first[key]!r}); not parts of one computation"
+                )
+        for name, value in shards[0].fixed.items():
+            if name not in shard.fixed or not np.array_equal(shard.fixed[name], value):
+                raise InputError(f"{path}: shard differs from {where} in its {name!r}")
+        if set(shard.sums) != set(shards[0].sums):
+            raise InputError(f"{path}: shard holds other accumulators than {where}")
+    _check_tiling(paths, shards)
+    sums: Sums = {}
+    for done, shard in enumerate(shards, 1):
+        for name, value in shard.sums.items():
+            if name in sums and sums[name].shape != value.shape:
+                raise InputError(f"{paths[done - 1]}: accumulator {name!r} has another shape")
+            sums[name] = sums[name] + value if name in sums else value.copy()
+        (progress or no_progress)("cka merge", done, len(shards))
+    widths_b = first["widths_b"]
+    layout = Layout(tuple(first["widths_a"]), None if widths_b is None else tuple(widths_b))
+    rows = sum(int(s.meta["rows"]) for s in shards)
+    matrix = finish(first["estimator"], layout, sums, rows)
+    config = {**first["config"], "shard": None}
+    extra = {"shards": len(shards)}
+    if first["unit"] == "batches":
+        extra["batches"] = first["total"]
+    wall = time.perf_counter() - started
+    return make_result(
+        config,
+        first["stores"],
+        (first["layers_a"], first["layers_b"], first["n"]),
+        matrix,
+        inputs=[input_record(p) for p in paths],
+        timing={"wall_s": wall, "backend": "numpy", "device": "cpu"},
+        extra=extra,
+    )
+
+
+def _check_tiling(paths: list[Path], shards: list[Shard]) -> None:
+    """The shards' [lo, hi) ranges must cover [0, total) once each."""
+    seen: dict[int, Path] = {}
+    for path, shard in zip(paths, shards, strict=True):
+        index = shard.meta["shard"]
+        if index in seen:
+            raise InputError(f"{path}: shard {index} is given twice (also {seen[index]})")
+        seen[index] = path
+    order = sorted(range(len(shards)), key=lambda k: (shards[k].meta["lo"], shards[k].meta["hi"]))
+    unit, total = shards[0].meta["unit"], shards[0].meta["total"]
+    reached = 0
+    for k in order:
+        lo, hi = shards[k].meta["lo"], shards[k].meta["hi"]
+        if lo > reached:
+            raise InputError(f"{unit} [{reached}, {lo}) are in no shard (is one missing?)")
+        if lo < reached:
+            raise InputError(f"{paths[k]}: {unit} [{lo}, {hi}) overlap another shard")
+        reached = hi
+    if reached != total:
+        raise InputError(f"{unit} [{reached}, {total}) are in no shard (is one missing?)")
