@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -66,7 +67,6 @@ class _LayerStats:
         self.unit_sum = np.zeros((num_classes, dim))  # Σ x̂ per class
         self.zero_fraction_sum = 0.0
         self.alive = np.zeros(dim, bool)
-        self.with_cov = with_cov
         # Raw sums are taken about `shift` (the first block's mean) to avoid cancellation in
         # Σxxᵀ − N x̄x̄ᵀ when the mean is large next to the spread (ReLU features).
         self.shift: np.ndarray | None = None
@@ -115,7 +115,7 @@ class _LayerStats:
         d_within = float(within.mean())
         grand = means.mean(axis=0)
         d_total = float(1.0 - grand @ grand)
-        if d_total > 0:
+        if d_total > 1e-12:  # below this, rounding noise: the rows share one direction
             r2: float | None = 1.0 - d_within / d_total
         else:
             r2 = None
@@ -144,7 +144,7 @@ class _LayerStats:
         out["warnings"] = warnings
         return out
 
-    def _covariance_stats(self, warn: Any) -> tuple[float | None, float | None]:
+    def _covariance_stats(self, warn: Callable[[str], None]) -> tuple[float | None, float | None]:
         assert self.raw_sum is not None and self.m2 is not None
         n = self.rows.sum()
         mean = self.raw_sum.sum(axis=0) / n
