@@ -228,3 +228,12 @@ def test_cli_json_table_and_result_file(tmp_path: Path, cli: Callable[..., CliRu
     assert table.code == 0 and "penultimate" in table.stdout and "R²" in table.stdout
     missing = cli("separation", store, "--layer", "nope")
     assert missing.code == 3 and "nope" in missing.stderr
+
+
+def test_one_shared_direction_leaves_r2_undefined_with_a_warning(tmp_path: Path) -> None:
+    v = np.array([1.0, 2.0, 0.0, -1.0])
+    x = (v * np.arange(1, 13)[:, None]).astype(np.float32)  # every row along v
+    store = write_store(tmp_path / "a.h5", {"test": (np.arange(12) % 2, {"penultimate": x})})
+    m = measure(store)["penultimate"]
+    assert m["r2"] is None and m["d_total"] == pytest.approx(0.0, abs=1e-12)
+    assert any("R² undefined" in w for w in m["warnings"])
