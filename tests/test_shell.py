@@ -142,6 +142,8 @@ def test_completion_of_verbs_registries_layers_and_files(tmp_path: Path) -> None
         "penultimate,penultimate",
     ]
     assert _complete("lossxfer separation x.h5 --split t") == ["train", "test"]
+    if "cka" in VERBS:  # a verb that declares --layers itself gets the same completion
+        assert _complete(f"lossxfer cka {store} --layers lo") == ["logits"]
 
 
 def _tmux_complete(tmp_path: Path, line: str) -> str:

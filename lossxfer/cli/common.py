@@ -62,20 +62,22 @@ DeviceOpt = Annotated[
 
 
 def _complete_layer(ctx: typer.Context, incomplete: str) -> list[str]:
-    """Layer names of the activation store given earlier on the line (`--layer a,b` aware).
+    """Layer names of the activation stores given earlier on the line (`--layer a,b` aware).
 
-    Only this completion opens HDF5 (h5py is imported here, when a store is on the line). The
+    Only this completion opens HDF5 (h5py is imported here, when a store is on the line). A
     store is a parsed parameter, or left unparsed in `ctx.args` when the line is incomplete."""
-    words = [*ctx.params.values(), *ctx.args]
-    stores = [Path(w) for w in words if str(w).endswith(".h5") and Path(w).is_file()]
+    words: list[object] = list(ctx.args)
+    for value in ctx.params.values():
+        words += value if isinstance(value, (list, tuple)) else [value]
+    stores = [Path(str(w)) for w in words if str(w).endswith(".h5") and Path(str(w)).is_file()]
     head, _, stem = incomplete.rpartition(",")
     prefix = f"{head}," if head else ""
     names = ["all"]
-    if stores:
+    for store in stores:
         try:
             import h5py
 
-            with h5py.File(stores[0], "r") as f:
+            with h5py.File(store, "r") as f:
                 for split in f.values():
                     if isinstance(split, h5py.Group):
                         names += [k for k in split if k not in ("labels", "index")]
@@ -304,6 +306,7 @@ OPTION_COMPLETION: dict[str, Callable[[str], list[str]]] = {
     "--estimator": _words("linear", "debiased", "minibatch", "rbf"),
     "--method": _words("linear", "knn", "ridge", "all"),
 }
+LAYER_OPTIONS = {"--layer", "--layers", "--layers-b"}
 
 
 class _Uncoerced:
@@ -319,7 +322,8 @@ def prepare_completion(command: click.Command) -> None:
     Completion needs the words on the line, not typed values, and Typer's value coercion
     imports pydantic (~100 ms per TAB): this short-lived process skips it. `--loss`, `--arch`,
     `--data`, `--estimator` and `--method` get their value completion in every verb that
-    declares them without its own (or choices), so verbs need not wire it.
+    declares them without its own (or choices), so verbs need not wire it; `--layer(s)` options
+    complete the layer names of the stores on the line.
     """
     from typer._click.shell_completion import CompletionItem
 
@@ -333,7 +337,10 @@ def prepare_completion(command: click.Command) -> None:
         if param._custom_shell_complete is not None or getattr(descriptor, "is_choice", False):
             continue
         fn = next((OPTION_COMPLETION[o] for o in param.opts if o in OPTION_COMPLETION), None)
+        complete = _complete_layer if LAYER_OPTIONS & set(param.opts) else None
         if fn is not None:
-            param._custom_shell_complete = lambda ctx, p, incomplete, fn=fn: [
-                CompletionItem(v) for v in fn(incomplete)
+            complete = lambda ctx, incomplete, fn=fn: fn(incomplete)  # noqa: E731
+        if complete is not None:
+            param._custom_shell_complete = lambda ctx, p, incomplete, complete=complete: [
+                CompletionItem(v) for v in complete(ctx, incomplete)
             ]
