@@ -203,6 +203,7 @@ class Report:
             "format": REPORT_FORMAT,
             "baseline": self.config.baseline,
             "layer": self.config.layer,
+            "values": "as stored: accuracies are fractions; unit '%' is how tables show them",
             "tables": [_table_dict(t) for t in self.tables],
             "skipped": [dataclasses.asdict(s) for s in self.skipped],
             "warnings": self.warnings,
@@ -250,6 +251,8 @@ def run_report(config: ReportConfig) -> Report:
         from lossxfer.plots import write_plots
 
         report.plots = write_plots(report, config.plots, config.force)
+        if not report.plots:
+            warnings.append("no plots: they need probe with separation or train records, or CKA")
     return report
 
 
@@ -316,7 +319,7 @@ def _read(path: Path, layer: str) -> list[_Measure]:
         stats = _layer(metrics, layer)
         _number(stats, "r2", f"metrics.layers.{layer}.r2")
         for stat, value in stats.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if _finite(value):
                 values[(f"sep:{stat}", ds)] = float(value)
     else:  # cka
         other = _provenance(metrics.get("model_b", result.model), "metrics.model_b")
@@ -381,9 +384,14 @@ def _number(data: dict[str, Any], key: str, where: str) -> float:
     value = data.get(key)
     if value is None:
         raise _Skip(f"missing or null field {where!r}")
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+    if not _finite(value):
         raise _Skip(f"field {where!r} is not a finite number")
     return float(value)
+
+
+def _finite(value: Any) -> bool:
+    """A JSON number that is finite (Python's json also reads NaN and Infinity)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _dataset(result: Result) -> str:
@@ -415,7 +423,7 @@ def _cka_diagonal(metrics: dict[str, Any]) -> dict[str, float]:
     for i, name in enumerate(a):
         if name in b:
             value = matrix[i][b.index(name)]
-            if isinstance(value, (int, float)) and math.isfinite(value):
+            if _finite(value):
                 out[str(name)] = float(value)
     return out
 
@@ -535,9 +543,10 @@ def _objective_rows(
         for column, _ in columns:
             cells = [c for r in members if (c := r.cells[column.key]) is not None]
             if column.best and cells:
-                top = max(_shown(c.mean, column.unit) for c in cells)
+                # compare what is shown, so that values printed alike are marked alike
+                top = max(float(_shown(c.mean, column.unit)) for c in cells)
                 for c in cells:
-                    c.best = _shown(c.mean, column.unit) == top
+                    c.best = float(_shown(c.mean, column.unit)) == top
             ref = base.cells[column.key] if base else None
             if not column.test or ref is None or ref.n < 2:
                 continue
@@ -874,6 +883,8 @@ def render(report: Report, fmt: str) -> str:
     if fmt not in renderers:
         raise UsageError(f"--format {fmt}: choose from {', '.join(FORMATS)}")
     parts = [renderers[fmt](t, fmt) for t in report.tables]
+    if fmt in ("csv", "tsv") and len(parts) == 1:  # one table: plain CSV, no title comment
+        parts = [parts[0].partition("\n")[2]]
     return "\n".join(parts)
 
 

@@ -244,7 +244,7 @@ def test_unusable_records_are_listed_and_skipped(cli, study: Path) -> None:
         ("layer.json", "no layer 'penultimate' in metrics.layers (has: logits)"),
     ]:
         assert any(f"skipped {bad / name}: " in ln and reason in ln for ln in lines), name
-    assert run.stdout.splitlines()[2].startswith("softmax,3,90.5 ± 0.5,")
+    assert run.stdout.splitlines()[1].startswith("softmax,3,90.5 ± 0.5,")
     only_bad = cli("report", bad)
     assert only_bad.code == 3
     assert only_bad.stdout == ""
@@ -374,3 +374,18 @@ def test_correlations_equal_scipy(pairs: list[tuple[float, float]]) -> None:
     assert corr["pearson_p"] == pytest.approx(pearson.pvalue, rel=1e-6, abs=1e-7)
     assert corr["spearman_rho"] == pytest.approx(spearman.statistic, abs=1e-9)
     assert corr["spearman_p"] == pytest.approx(spearman.pvalue, rel=1e-6, abs=1e-7)
+
+
+def test_best_is_the_highest_number_and_single_csv_has_no_title(cli, tmp_path: Path) -> None:
+    for objective, acc in (("softmax", 0.995), ("sigmoid", 1.0), ("squared_error", 0.9999)):
+        write(tmp_path, objective, record("train", model(objective, 0), {"test_top1": acc}))
+    run = cli("report", tmp_path, "--table", "transfer", "--format", "csv")
+    assert run.stdout.splitlines() == [
+        "Objective,n,Source",
+        "softmax,1,99.5",
+        "sigmoid,1,100.0",
+        "squared_error,1,100.0",
+    ]
+    text = cli("report", tmp_path, "--table", "transfer", "--format", "markdown").stdout
+    assert "| sigmoid | 1 | **100.0** |" in text and "| squared_error | 1 | **100.0** |" in text
+    assert "| softmax | 1 | 99.5 |" in text
