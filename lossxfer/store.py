@@ -259,6 +259,10 @@ class Store:
     def dtype(self, split: str, layer: str) -> str:
         return str(self._dataset(split, layer).dtype)
 
+    def compression(self, split: str, layer: str) -> str | None:
+        value = self._dataset(split, layer).compression
+        return str(value) if value else None
+
     def layer_attrs(self, split: str, layer: str) -> dict[str, Any]:
         ds = self._dataset(split, layer)
         return {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in ds.attrs.items()}

@@ -11,3 +11,6 @@ from lossxfer.cli import separation  # noqa: F401
 from lossxfer.cli import info  # noqa: F401
 from lossxfer.cli import report  # noqa: F401
 from lossxfer.cli import train  # noqa: F401
+from lossxfer.cli import extract  # noqa: F401
+from lossxfer.cli import cka  # noqa: F401
+from lossxfer.cli import store  # noqa: F401
