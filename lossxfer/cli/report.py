@@ -115,7 +115,7 @@ def report(
     )
     if out:
         check_output(out, force)
-    with Output(fmt == "json", quiet, debug) as ui:
+    with Output(fmt == "json", quiet, debug):
         try:
             result = run_report(config)
         except NothingToReport as exc:
@@ -123,17 +123,17 @@ def report(
             raise
         _tell(quiet, [f"skipped {s.path}: {s.reason}" for s in result.skipped])
         _tell(quiet, [f"warning: {w}" for w in result.warnings])
-        text = render(result, fmt) if out or fmt != "rich" else ""
+        styled = fmt == "rich" and sys.stdout.isatty()  # bold needs a terminal
+        text = render(result, fmt) if out or not styled else ""
         if out:
             write_text_atomic(out, text, force)
-        ui.close()
-        if fmt == "rich" and sys.stdout.isatty():
+        if styled:
             from lossxfer.cli.common import stdout_console
             from lossxfer.report import rich_tables
 
             stdout_console().print(rich_tables(result))
         else:
-            sys.stdout.write(text or render(result, fmt))
+            sys.stdout.write(text)
         _tell(quiet, [f"wrote {p}" for p in [*result.plots, *([out] if out else [])]])
 
 
