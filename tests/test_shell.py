@@ -148,7 +148,7 @@ def test_completion_of_verbs_registries_layers_and_files(tmp_path: Path) -> None
 
 def _tmux_complete(tmp_path: Path, line: str) -> str:
     """Type `line` and TAB in an interactive bash inside tmux; the screen afterwards."""
-    session = f"lossxfer-test-{os.getpid()}"
+    session = f"lossxfer-test-{os.getpid()}-{time.monotonic_ns()}"  # one server per call
     rc = tmp_path / "bashrc"
     rc.write_text(f"PS1='$ '\nsource {REPO / 'completions' / 'lossxfer.bash'}\n")
     env = _env(TERM="xterm", HOME=str(tmp_path))
@@ -159,19 +159,25 @@ def _tmux_complete(tmp_path: Path, line: str) -> str:
          f"bash --noprofile --rcfile {rc} -i"],
         env=env, check=True, cwd=tmp_path,
     )  # fmt: skip
-    try:
-        time.sleep(0.5)
-        subprocess.run([*base, "send-keys", "-t", session, line, "Tab"], env=env, check=True)
-        screen = ""
-        for _ in range(100):  # completion starts a Python process: wait for the screen to change
-            time.sleep(0.1)
-            screen = subprocess.run(
-                [*base, "capture-pane", "-p", "-t", session],
-                env=env, capture_output=True, text=True, check=True,
-            ).stdout  # fmt: skip
-            if re.search(re.escape(line) + r"\S", screen):
+
+    def screen() -> str:
+        return subprocess.run(
+            [*base, "capture-pane", "-p", "-t", session],
+            env=env, capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+
+    def wait_for(pattern: str) -> str:
+        for _ in range(200):  # bash, then the completion's Python process, take a moment
+            text = screen()
+            if re.search(pattern, text, re.M):
                 break
-        return screen
+            time.sleep(0.05)
+        return text
+
+    try:
+        wait_for(r"^\$")  # the prompt: readline is ready for keys
+        subprocess.run([*base, "send-keys", "-t", session, line, "Tab"], env=env, check=True)
+        return wait_for(re.escape(line) + r"\S")
     finally:
         subprocess.run([*base, "kill-server"], env=env, check=False)
 
