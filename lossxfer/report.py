@@ -618,15 +618,23 @@ def _at(what: str, dataset: str) -> RowValues:
     return _per_run(lambda r: r.get(what, dataset))
 
 
-def _avg(what: str, datasets: list[str]) -> RowValues:
-    return _per_run(lambda r: _mean_over(r.by_dataset.get(what, {}), datasets))
+def _average(what: str, runs: list[RunData]) -> Callable[[RunData], float | None]:
+    """A run's mean over the datasets measured in its group, its own source data excluded.
 
+    None unless the run has every one of them: a partial average would not compare.
+    """
+    sets: dict[str, set[str]] = defaultdict(set)
+    for r in runs:
+        sets[r.key.row.setup].update(r.by_dataset.get(what, {}))
 
-def _mean_over(values: dict[str, float], datasets: list[str]) -> float | None:
-    """Average over the group's datasets; None unless the run has every one of them."""
-    if not datasets or any(ds not in values for ds in datasets):
-        return None
-    return math.fsum(values[ds] for ds in datasets) / len(datasets)
+    def get(run: RunData) -> float | None:
+        values = run.by_dataset.get(what, {})
+        datasets = sets[run.key.row.setup] - {run.key.row.source}
+        if not datasets or not datasets <= values.keys():
+            return None
+        return math.fsum(values[ds] for ds in datasets) / len(datasets)
+
+    return get
 
 
 def _notes(config: ReportConfig, rows: list[Row], what: str, best: bool = True) -> list[str]:
@@ -662,11 +670,12 @@ def _transfer_table(runs: list[RunData], _cka: list[CkaPair], config: ReportConf
             columns.append((column, _at(method, ds)))
         if len(datasets) > 1:
             column = Column(f"{method}:mean", f"{title} avg", "%", True, True)
-            columns.append((column, _avg(method, datasets)))
+            columns.append((column, _per_run(_average(method, runs))))
     if len(columns) == 1 and all(r.source is None for r in runs):
         return None
     rows = _objective_rows(_rows_by_group(runs), columns, config.baseline)
-    notes = _notes(config, rows, "Top-1 accuracy (%); transfer by probes on fixed features.")
+    what = "Top-1 accuracy (%) of probes on fixed features; avg: over the transfer datasets."
+    notes = _notes(config, rows, what)
     title = f"Transfer: accuracy (%), features at layer {config.layer}"
     return Table("transfer", title, "Objective", [c for c, _ in columns], rows, notes)
 
@@ -686,15 +695,13 @@ def run_points(runs: list[RunData]) -> list[RunPoint]:
     out = []
     for setup in _setups(runs):
         here = [r for r in runs if r.key.row.setup == setup]
-        linear, knn = _datasets(here, "linear"), _datasets(here, "knn")
+        linear, knn = _average("linear", here), _average("knn", here)
         separation = _datasets(here, "sep:r2")
         for r in here:
             r2 = r.get("sep:r2", r.key.row.source)
             if r2 is None and len(separation) == 1:
                 r2 = r.get("sep:r2", separation[0])
-            lin = _mean_over(r.by_dataset.get("linear", {}), linear)
-            kn = _mean_over(r.by_dataset.get("knn", {}), knn)
-            out.append(RunPoint(r.key, r.source, lin, kn, r2))
+            out.append(RunPoint(r.key, r.source, linear(r), knn(r), r2))
     return out
 
 
@@ -823,7 +830,8 @@ def _finetune_table(runs: list[RunData], _cka: list[CkaPair], config: ReportConf
         (Column(ds, ds, "%", True, True), _at("finetune", ds)) for ds in datasets
     ]
     if len(datasets) > 1:
-        columns.append((Column("mean", "avg", "%", True, True), _avg("finetune", datasets)))
+        average = _per_run(_average("finetune", runs))
+        columns.append((Column("mean", "avg", "%", True, True), average))
     have = [r for r in runs if "finetune" in r.by_dataset]
     rows = _objective_rows(_rows_by_group(have), columns, config.baseline)
     notes = _notes(config, rows, "Top-1 accuracy (%) after fine-tuning the whole network.")

@@ -385,3 +385,16 @@ def test_best_is_the_highest_number_and_single_csv_has_no_title(cli, tmp_path: P
     text = cli("report", tmp_path, "--table", "transfer", "--format", "markdown").stdout
     assert "| sigmoid | 1 | **100.0** |" in text and "| squared_error | 1 | **100.0** |" in text
     assert "| softmax | 1 | 99.5 |" in text
+
+
+def test_probe_on_the_source_data_is_shown_but_not_averaged(cli, study: Path) -> None:
+    before = table(report_json(cli, study, "--table", "transfer"), "transfer")
+    for seed in range(3):
+        m = model("softmax", seed)
+        write(study / "src", f"probe{seed}", record("probe", m, probe({"linear": 0.99}), SOURCE))
+    after = table(report_json(cli, study, "--table", "transfer"), "transfer")
+    assert row(after, "softmax")["cells"][f"linear:{SOURCE}"]["values"] == [0.99] * 3
+    for label in ("softmax", "sigmoid"):
+        assert (
+            row(after, label)["cells"]["linear:mean"] == row(before, label)["cells"]["linear:mean"]
+        )
