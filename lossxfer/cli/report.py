@@ -106,7 +106,7 @@ def report(
     tables = parse_list([table])
     config = ReportConfig(
         paths=tuple(paths),
-        tables=TABLES if tables == ["all"] else tuple(tables),
+        tables=TABLES if "all" in tables else tuple(tables),
         baseline=baseline,
         layer=layer,
         cka_estimator=cka_estimator,
