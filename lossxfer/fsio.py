@@ -43,6 +43,7 @@ def atomic_path(path: str | os.PathLike[str], force: bool = False) -> Iterator[P
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
         _fsync(tmp)
         os.replace(tmp, final)
         _fsync_dir(final.parent)
@@ -83,6 +84,12 @@ def require_file(path: str | os.PathLike[str]) -> Path:
     if p.stat().st_size == 0:
         raise InputError(f"{p}: empty file")
     return p
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync(path: Path) -> None:
