@@ -43,7 +43,7 @@ def atomic_path(path: str | os.PathLike[str], force: bool = False) -> Iterator[P
     tmp = Path(tmp_name)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual mode
         _fsync(tmp)
         os.replace(tmp, final)
         _fsync_dir(final.parent)
@@ -86,10 +86,13 @@ def require_file(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()  # read once at import: os.umask can only be read by setting it
 
 
 def _fsync(path: Path) -> None:
