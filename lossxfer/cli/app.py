@@ -64,7 +64,8 @@ def _complete(args: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; every failure ends in one line on stderr and a documented exit code."""
-    from typer._click.exceptions import ClickException
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+    from typer._click.exceptions import UsageError as ClickUsageError
 
     from lossxfer.errors import LossxferError
 
@@ -80,8 +81,16 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         _error(str(exc))
         code = exc.exit_code
-    except ClickException as exc:
+    except NoArgsIsHelpError as exc:
         exc.show()
+        code = exc.exit_code
+    except ClickUsageError as exc:
+        # One line, like every other error (DESIGN.md §4), with where to find the usage.
+        hint = f" (see '{exc.ctx.command_path} -h')" if exc.ctx is not None else ""
+        _error(exc.format_message() + hint)
+        code = exc.exit_code
+    except ClickException as exc:
+        _error(exc.format_message())
         code = exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
         _error("interrupted")
