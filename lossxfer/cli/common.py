@@ -94,7 +94,6 @@ StoreArg = Annotated[
     Path,
     typer.Argument(
         help="Activation store (.h5) written by `lossxfer extract`.",
-        dir_okay=False,
         autocompletion=complete_path(".h5"),
     ),
 ]
