@@ -157,6 +157,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[Network, CheckpointMe
     network = _rebuild(path, meta)
     found = {k: (_dtype_name(v.dtype), tuple(v.shape)) for k, v in tensors.items()}
     _check_tensors(path, meta.arch, _expected_tensors(network), found)
+    for key, value in tensors.items():
+        if value.is_floating_point() and not bool(value.isfinite().all()):
+            raise InputError(f"{path}: tensor {key!r} holds NaN or infinity; refusing the weights")
     network.load_state_dict(tensors, strict=True)
     return network, meta
 
