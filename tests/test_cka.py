@@ -399,6 +399,15 @@ def test_cli_shard_then_merge(cli, pair, tmp_path: Path) -> None:  # type: ignor
     assert cli("cka", path_a, "--shard", "2/2", "-o", tmp_path / "x.h5").code == 2
 
 
+def test_constant_layer_is_undefined_not_an_error(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    layers = {**net_layers(30, seed=3), "dead": np.full((30, 4), 2.5, np.float32)}
+    run = cli("cka", write_store(tmp_path / "d.h5", layers), "--estimator", "debiased", "--json")
+    assert run.code == 0, run.stderr
+    m = json.loads(run.stdout)["metrics"]["matrix"]
+    assert m[3] == [None] * 4 and m[0][3] is None  # NaN → null: CKA with a constant layer
+    assert m[0][0] == pytest.approx(1.0)
+
+
 def test_cli_errors(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     tiny = write_store(tmp_path / "tiny.h5", {"x": np.ones((3, 2), np.float32)})
     run = cli("cka", tiny)
@@ -417,3 +426,4 @@ def test_cli_errors(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def
     if not torch.cuda.is_available():
         assert cli("cka", a, "--backend", "torch", "--device", "cuda:0").code == 4
     assert cli("cka", tmp_path / "missing.h5").code == 3
+    assert cli("cka", a, "--layers-b", "x").code == 2

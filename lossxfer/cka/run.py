@@ -71,6 +71,8 @@ class CkaConfig:
             raise UsageError(f"--passes {self.passes}: must be at least 1")
         if not self.threshold > 0:
             raise UsageError(f"--threshold {self.threshold}: must be positive")
+        if self.layers_b and self.store_b is None:
+            raise UsageError("--layers-b selects layers of a second store; only one was given")
         if self.max_n < 4:
             raise UsageError(f"--max-n {self.max_n}: must be at least 4")
         if self.block_rows < 0:
