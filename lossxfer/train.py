@@ -517,6 +517,17 @@ def _load_state(
             f"{path}: --resume with a different configuration ({key}: saved "
             f"{saved.get(key)!r}, now {now.get(key)!r})"
         )
+    params = dict(network.named_parameters())
+    expected = {k: (v.dtype, v.shape) for k, v in network.state_dict().items()}
+    expected.update({f"momentum/{k}": (p.dtype, p.shape) for k, p in params.items()})
+    for key, value in tensors.items():
+        name = key.removeprefix("model/")
+        want = expected.get(name if key.startswith("model/") else key)
+        if want is not None and (value.dtype, value.shape) != want:
+            raise InputError(
+                f"{path}: training state tensor {key!r} is {value.dtype} {tuple(value.shape)}, "
+                f"the model needs {want[0]} {tuple(want[1])}"
+            )
     try:
         network.load_state_dict(_prefixed(tensors, "model/"), strict=True)
         if ema is not None:
@@ -570,7 +581,14 @@ def train(config: TrainConfig, progress: ProgressFn | None = None) -> Result:
     check_run_dir(config.out, config.resume, config.force)
     model_path, state_path, record_path = run_paths(config.out)
     classes = list(config.classes) if config.classes is not None else None
+    if config.run.workers < 0:
+        raise UsageError(f"--workers {config.run.workers}: must be 0 or more")
     data = load_data(config.data, classes, config.val_fraction, config.split_seed)
+    if data.num_classes < 2:
+        raise UsageError(
+            f"--classes: {data.describe().get('label', config.data)} has {data.num_classes} "
+            "class; a classifier needs at least 2"
+        )
     objective = make_objective(config.loss, config.loss_opts)
     device = resolve_device(config.run.device)
     started = time.perf_counter()
