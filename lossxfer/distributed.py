@@ -42,7 +42,7 @@ import contextlib
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from lossxfer.errors import DeviceError, UsageError
 
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 LOG = logging.getLogger("lossxfer")
+M = TypeVar("M", bound="nn.Module")
 
 # The variables torchrun (and torch.distributed.launch) set in every worker.
 ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
@@ -194,7 +195,7 @@ class Dist:
         td.all_reduce(flag, td.ReduceOp.MAX, group=self._cpu_group)
         return int(flag[0]) or None
 
-    def replicate(self, module: nn.Module) -> nn.Module:
+    def replicate(self, module: M) -> M:
         """Overwrite every parameter and buffer with rank 0's (BatchNorm statistics drift
         apart between ranks; what is evaluated must be what rank 0 saves). Returns `module`."""
         if self.distributed:
