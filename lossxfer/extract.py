@@ -32,6 +32,7 @@ from lossxfer.store import LayerSpec, StoreWriter
 if TYPE_CHECKING:
     import torch
 
+    from lossxfer.checkpoint import CheckpointMeta
     from lossxfer.data import Data, Split
     from lossxfer.nets import Network
 
@@ -95,7 +96,7 @@ def run_extract(config: ExtractConfig, progress: ProgressFn | None = None) -> Re
     device = resolve_device(config.device)
     network, meta = load_checkpoint(config.checkpoint)
     sha = sha256(config.checkpoint)
-    data = _load_data(config, meta.classes, meta.data.get("spec"), meta.input)
+    data = _load_data(config, meta)
     layers = resolve_layers(network, config.layers)
     splits = {name: data.split(name) for name in config.splits}
     sizes = {name: min(len(s), config.limit or len(s)) for name, s in splits.items()}
@@ -119,6 +120,7 @@ def run_extract(config: ExtractConfig, progress: ProgressFn | None = None) -> Re
     specs = layer_specs(network, layers, config.pool, meta.input, device)
     report = progress or no_progress
     forward_s = 0.0
+    streaming = time.perf_counter()
     writer.attrs = attrs
     with writer as w:
         for name, split in splits.items():
@@ -127,6 +129,7 @@ def run_extract(config: ExtractConfig, progress: ProgressFn | None = None) -> Re
             forward_s += extract_split(
                 network, split, lo, hi, w, name, layers, config, device, report
             )
+    stream_s = time.perf_counter() - streaming
     wall = time.perf_counter() - started
     total = sum(hi - lo for lo, hi in ranges.values())
     return Result(
@@ -142,6 +145,7 @@ def run_extract(config: ExtractConfig, progress: ProgressFn | None = None) -> Re
         timing={
             "wall_s": wall,
             "rows_per_s": total / wall if wall else None,
+            "stream_s": stream_s,  # loading, forward passes and writing: wall_s less set-up
             "forward_s": forward_s,
             "device": str(device),
         },
@@ -159,26 +163,27 @@ def _check_options(config: ExtractConfig) -> None:
         raise UsageError(f"--split {','.join(config.splits)}: name each split once")
 
 
-def _load_data(config: ExtractConfig, classes: list[int], trained_on: Any, spec: Any) -> Data:
+def _load_data(config: ExtractConfig, meta: CheckpointMeta) -> Data:
     """The data to extract, preprocessed as the checkpoint expects (its size, mean and std)."""
     from lossxfer.data import DataSpec, load_data
 
     chosen = config.classes
-    if chosen is None and str(DataSpec.parse(config.data)) == trained_on:
-        chosen = tuple(classes)  # the model's own task by default
+    if chosen is None and str(DataSpec.parse(config.data)) == meta.data.get("spec"):
+        chosen = tuple(meta.classes)  # the model's own task by default
     fraction = config.val_fraction
     if fraction is None:
         fraction = 0.1 if "val" in config.splits else 0.0
     data = load_data(config.data, chosen, fraction, config.split_seed, config.download)
+    want = meta.input
     if data.source.tensor_images and (data.input.channels, data.input.size) != (
-        spec.channels,
-        spec.size,
+        want.channels,
+        want.size,
     ):
         raise UsageError(
             f"--data {data.spec}: {data.input.channels}-channel {data.input.size} px images, but "
-            f"{config.checkpoint} expects {spec.channels}-channel {spec.size} px inputs"
+            f"{config.checkpoint} expects {want.channels}-channel {want.size} px inputs"
         )
-    return dataclasses.replace(data, input=spec)
+    return dataclasses.replace(data, input=want)
 
 
 def resolve_layers(network: Network, requested: tuple[str, ...]) -> list[str]:
@@ -315,7 +320,10 @@ def describe_transform(dataset: Any) -> str:
 
     transform = getattr(dataset, "transform", None)
     if isinstance(transform, Normalize):
-        mean, std = transform.mean.flatten().tolist(), transform.std.flatten().tolist()
+        mean, std = (
+            [float(f"{v:.6g}") for v in t.flatten().tolist()]
+            for t in (transform.mean, transform.std)
+        )  # float32 → the decimals given
         return f"Normalize(mean={mean}, std={std})"
     return " ".join(repr(transform).split())
 

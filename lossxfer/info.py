@@ -93,16 +93,24 @@ def _result(path: Path) -> dict[str, Any]:
 
 
 def rows(description: dict[str, Any], max_text: int = 100) -> list[tuple[str, str]]:
-    """(key, text) rows for a table: nested dicts flattened to dotted keys, long values cut."""
+    """(key, text) rows for a table: nested dicts flattened to dotted keys, dicts of plain values
+    on one line (`width=64, dtype=float32`), long values cut."""
     out: list[tuple[str, str]] = []
 
     def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict) and any(isinstance(v, dict) for v in value.values()):
             for key, item in value.items():
                 walk(f"{prefix}.{key}" if prefix else str(key), item)
             return
-        text = value if isinstance(value, str) else json.dumps(value)
+        if isinstance(value, dict) and value and prefix:  # a leaf record: one line
+            text = ", ".join(f"{k}={_text(v)}" for k, v in value.items())
+        else:
+            text = _text(value)
         out.append((prefix, text if len(text) <= max_text else text[: max_text - 1] + "…"))
 
     walk("", description)
     return out
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)

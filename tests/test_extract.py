@@ -249,3 +249,36 @@ def test_killed_extraction_leaves_no_store(ckpt: Path, tmp_path: Path) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not out.exists()
+
+
+def test_image_files_through_worker_processes(cli, tmp_path: Path) -> None:
+    """File-backed data: DataLoader workers, and the checkpoint's own size and normalisation."""
+    from PIL import Image
+    from torchvision.transforms.v2 import functional as F
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "images"
+    pixels = {}
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(3):
+                pixels[split, cls, i] = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)
+                Image.fromarray(pixels[split, cls, i]).save(root / split / cls / f"{i}.png")
+    ckpt = tmp_path / "m.safetensors"
+    make_checkpoint(ckpt, classes=(0, 1), input_spec=InputSpec(3, 16, (0.4,) * 3, (0.2,) * 3))
+    out = tmp_path / "acts.h5"
+    run = cli("extract", ckpt, "--data", f"imagefolder:{root}", "--split", "test", "--workers",
+              "2", "--batch-size", "4", "-o", out, "-q")  # fmt: skip
+    assert run.code == 0, run.stderr
+    images = torch.stack([
+        F.resize(torch.from_numpy(pixels["val", c, i]).permute(2, 0, 1), [16, 16], antialias=True)
+        for c in ("cat", "dog") for i in range(3)
+    ]).float() / 255  # fmt: skip
+    network, _ = load_checkpoint(ckpt)
+    with torch.no_grad():
+        logits = network.eval()((images - 0.4) / 0.2).numpy()
+    with open_store(out) as store:
+        np.testing.assert_array_equal(store.labels("test"), [0, 0, 0, 1, 1, 1])
+        np.testing.assert_array_equal(store.index("test"), np.arange(6))
+        np.testing.assert_allclose(store.read("test", "logits"), logits, rtol=1e-4, atol=1e-4)

@@ -66,8 +66,8 @@ def test_json_lists_one_object_per_file_in_order(cli, files: dict[str, Path]) ->
 def test_table_shows_metadata(cli, files: dict[str, Path]) -> None:
     run = cli("info", files["checkpoint"], files["store"])
     assert run.code == 0, run.stderr
-    for text in ("(checkpoint)", "(store)", "smallcnn", "objective_opts.temperature",
-                 "splits.test.rows", "splits.test.layers.penultimate.width"):  # fmt: skip
+    for text in ("(checkpoint)", "(store)", "smallcnn", "temperature=1.0", "splits.test.rows",
+                 "splits.test.layers.penultimate", "width=4, dtype=float16"):  # fmt: skip
         assert text in run.stdout
 
 
