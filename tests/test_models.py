@@ -122,6 +122,15 @@ def test_unknown_arch_suggests_a_name() -> None:
     assert ARCHS.names()[:3] == ["smallcnn", "resnet18", "resnet50"]
 
 
+def test_unknown_arch_on_the_command_line_is_exit_2(cli, tmp_path) -> None:
+    run = cli(
+        "train", "--data", "digits", "--arch", "resnet5", "--loss", "softmax", "-o", tmp_path / "r"
+    )
+    assert run.code == 2
+    assert "unknown architecture 'resnet5' (did you mean 'resnet50'?)" in run.stderr
+    assert not (tmp_path / "r").exists()
+
+
 def test_import_of_models_stays_light() -> None:
     import subprocess
     import sys
