@@ -432,5 +432,11 @@ def test_cli_errors(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def
     if not torch.cuda.is_available():
         assert cli("cka", a, "--backend", "torch", "--device", "cuda:0").code == 4
     assert cli("cka", tmp_path / "missing.h5").code == 3
+    poisoned = {**layers, "block2": layers["block2"].copy()}
+    poisoned["block2"][13, 2] = np.nan
+    bad = write_store(tmp_path / "nan.h5", poisoned)
+    for estimator in ("linear", "minibatch", "rbf"):
+        run = cli("cka", bad, "--estimator", estimator, "--batch-size", "4")
+        assert run.code == 3 and "non-finite" in run.stderr and "row 13" in run.stderr
     run = cli("cka", a, "--layers-b", "block9")
     assert run.code == 3 and "block9" in run.stderr

@@ -135,7 +135,7 @@ def upper_to_full(g: np.ndarray) -> np.ndarray:
 def finish_streaming(sums: Sums, n: int, layout: Layout, debiased: bool) -> np.ndarray:
     """CKA matrix (A's layers × B's) from the summed statistics, in float64."""
     one = layout.widths_b is None
-    gram = upper_to_full(sums["gram"]) if one else sums["gram"]
+    gram = sums["gram"]
     oa = offsets(layout.widths_a)
     ob = offsets(layout.side(second=True))
     la = len(layout.widths_a)
@@ -152,10 +152,15 @@ def finish_streaming(sums: Sums, n: int, layout: Layout, debiased: bool) -> np.n
         nz = nz_b if second else sums.get("nz_a")
         return joint, colsum[cols], (None if nz is None else nz[:, cols]), cols
 
-    def self_gram(second: bool, i: int) -> np.ndarray:
-        if one:
-            return gram[oa[i] : oa[i + 1], oa[i] : oa[i + 1]]
-        return upper_to_full(sums[f"self_{'b' if second else 'a'}{i}"])
+    def block(x: tuple[Any, ...], y: tuple[Any, ...]) -> np.ndarray:
+        """X'ᵀY' for a pair; with one store only the upper triangle of the Gram is valid."""
+        (u, _, _, rows), (v, _, _, cols) = x, y
+        if not one or u < v:
+            return gram[rows, cols]
+        return gram[cols, rows].T if u > v else upper_to_full(gram[rows, cols])
+
+    def self_gram(second: bool, i: int, x: tuple[Any, ...]) -> np.ndarray:
+        return block(x, x) if one else upper_to_full(sums[f"self_{'b' if second else 'a'}{i}"])
 
     def hsic(g: np.ndarray, x: tuple[Any, ...], y: tuple[Any, ...]) -> float:
         (u, sx, nzx, _), (v, sy, nzy, _) = x, y
@@ -172,12 +177,12 @@ def finish_streaming(sums: Sums, n: int, layout: Layout, debiased: bool) -> np.n
 
     a_stats = [stats(False, i) for i in range(la)]
     b_stats = [stats(True, j) for j in range(len(ob) - 1)]
-    self_a = [hsic(self_gram(False, i), s, s) for i, s in enumerate(a_stats)]
-    self_b = self_a if one else [hsic(self_gram(True, j), s, s) for j, s in enumerate(b_stats)]
+    self_a = [hsic(self_gram(False, i, s), s, s) for i, s in enumerate(a_stats)]
+    self_b = self_a if one else [hsic(self_gram(True, j, s), s, s) for j, s in enumerate(b_stats)]
     out = np.empty((la, len(b_stats)))
     for i, x in enumerate(a_stats):
         for j, y in enumerate(b_stats):
-            out[i, j] = _ratio(hsic(gram[x[3], y[3]], x, y), self_a[i], self_b[j])
+            out[i, j] = _ratio(hsic(block(x, y), x, y), self_a[i], self_b[j])
     return out
 
 

@@ -28,7 +28,7 @@ from lossxfer.cka.estimators import (
     finish_streaming,
     rbf_hsic,
 )
-from lossxfer.errors import UsageError
+from lossxfer.errors import InputError, UsageError
 from lossxfer.progress import ProgressFn, no_progress
 from lossxfer.results import Result, input_record
 from lossxfer.store import Store, check_aligned, open_store
@@ -217,7 +217,17 @@ def _blocks(
     store: Store, job: Job, layers: list[str], block: int, lo: int, hi: int
 ) -> Iterator[list[np.ndarray]]:
     for b in store.blocks(job.config.split, layers, block_rows=block, start=lo, stop=hi):
-        yield [b.layers[name] for name in layers]
+        yield [_finite(store, job.config.split, name, b.layers[name], b.start) for name in layers]
+
+
+def _finite(store: Store, split: str, layer: str, rows: np.ndarray, start: int) -> np.ndarray:
+    """Refuse NaN or infinite activations (exit 3): they would silently poison every sum."""
+    if not np.isfinite(rows).all():
+        bad = start + int(np.argwhere(~np.isfinite(rows))[0][0])
+        raise InputError(
+            f"{store.path}: /{split}/{layer} holds a non-finite value (NaN or inf) at row {bad}"
+        )
+    return rows
 
 
 def _shift(store: Store, split: str, layers: list[str], n: int) -> np.ndarray:
@@ -268,7 +278,7 @@ def _read_rows(store: Store, split: str, layer: str, wanted: np.ndarray, block: 
     for b in store.blocks(split, [layer], block_rows=block, start=first, stop=last):
         stop = b.start + len(b.index)
         i, j = np.searchsorted(wanted, [b.start, stop])
-        out[i:j] = b.layers[layer][wanted[i:j] - b.start]
+        out[i:j] = _finite(store, split, layer, b.layers[layer], b.start)[wanted[i:j] - b.start]
     return out
 
 
@@ -297,7 +307,7 @@ def run_cka(config: CkaConfig, progress: ProgressFn | None = None) -> Result:
     with open_job(config) as job:
         extra: dict[str, Any] = {}
         if config.estimator == "rbf":
-            data = [s.read(config.split, name) for s, name in job.joint]
+            data = [_finite(s, config.split, x, s.read(config.split, x), 0) for s, x in job.joint]
             hsic = rbf_hsic(ops, data, config.threshold)
             matrix = select(cka_from_hsic(hsic, job.layout), job.pick)
         else:

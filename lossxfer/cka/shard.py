@@ -145,7 +145,38 @@ def read_shard(path: str | os.PathLike[str]) -> Shard:
     ]
     if missing:
         raise InputError(f"{p}: CKA shard meta lacks {', '.join(missing)}")
+    _check_meta(p, meta)
+    for group in arrays:
+        for name, value in group.items():
+            if not np.isfinite(value).all():
+                raise InputError(f"{p}: CKA shard accumulator {name!r} holds NaN or infinity")
     return Shard(meta, arrays[0], arrays[1])
+
+
+def _check_meta(path: Path, meta: dict[str, Any]) -> None:
+    """Types of the meta fields the merge computes with (a tampered shard → exit 3)."""
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    ints = ("n", "total", "parts", "shard", "lo", "hi", "rows")
+    bad = [k for k in ints if not is_int(meta[k]) or meta[k] < 0]
+    for key in ("layers_a", "layers_b"):
+        if not isinstance(meta[key], list) or not all(isinstance(v, str) for v in meta[key]):
+            bad.append(key)
+    for key in ("widths_a", "widths_b"):
+        value = meta[key]
+        if key == "widths_b" and value is None:
+            continue
+        if not isinstance(value, list) or not all(is_int(v) and v > 0 for v in value):
+            bad.append(key)
+    if not isinstance(meta["stores"], list) or not isinstance(meta["config"], dict):
+        bad.append("stores/config")
+    if bad:
+        raise InputError(f"{path}: CKA shard meta has malformed {', '.join(bad)}")
+    if not meta["lo"] <= meta["hi"] <= meta["total"]:
+        raise InputError(f"{path}: CKA shard range [{meta['lo']}, {meta['hi']}) is not within "
+                         f"[0, {meta['total']})")  # fmt: skip
 
 
 def _text(value: Any) -> str | None:
@@ -180,7 +211,10 @@ def merge_shards(paths: list[Path], progress: ProgressFn | None = None) -> Resul
     for done, shard in enumerate(shards, 1):
         for name, value in shard.sums.items():
             if name in sums and sums[name].shape != value.shape:
-                raise InputError(f"{paths[done - 1]}: accumulator {name!r} has another shape")
+                raise InputError(
+                    f"{paths[done - 1]}: accumulator {name!r} has shape {value.shape}, "
+                    f"{paths[0]}'s has {sums[name].shape}"
+                )
             sums[name] = sums[name] + value if name in sums else value.copy()
         (progress or no_progress)("cka merge", done, len(shards))
     widths_b = first["widths_b"]
@@ -217,9 +251,13 @@ def _check_tiling(paths: list[Path], shards: list[Shard]) -> None:
     for k in order:
         lo, hi = shards[k].meta["lo"], shards[k].meta["hi"]
         if lo > reached:
-            raise InputError(f"{unit} [{reached}, {lo}) are in no shard (is one missing?)")
+            raise InputError(
+                f"{paths[0]}: no shard given covers {unit} [{reached}, {lo}) (is one missing?)"
+            )
         if lo < reached:
             raise InputError(f"{paths[k]}: {unit} [{lo}, {hi}) overlap another shard")
         reached = hi
     if reached != total:
-        raise InputError(f"{unit} [{reached}, {total}) are in no shard (is one missing?)")
+        raise InputError(
+            f"{paths[0]}: no shard given covers {unit} [{reached}, {total}) (is one missing?)"
+        )
