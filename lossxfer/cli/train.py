@@ -45,7 +45,7 @@ RunDirOpt = Annotated[
     typer.Option(
         "-o",
         "--out",
-        help="Run directory: model.safetensors, state.safetensors, train.json.",
+        help="Run directory (created): model.safetensors, the result record, training state.",
         file_okay=False,
     ),
 ]
