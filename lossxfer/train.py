@@ -225,7 +225,7 @@ def fit(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x, y = next(batches)
-            with torch.autocast("cuda", torch.bfloat16, enabled=cuda):
+            with torch.autocast(device.type, torch.bfloat16, enabled=cuda):
                 logits = model(x)
             loss = objective.loss(logits.float(), y, network.head)
             optimizer.zero_grad(set_to_none=True)
@@ -286,7 +286,7 @@ def evaluate(
     top1 = topk = 0
     feeder = _Feeder(split, device, workers)
     for x, y in feeder.batches(torch.arange(len(split)), EVAL_BATCH):
-        with torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
             logits = network(x)
         scores = objective.predict_logits(logits.float())
         best = scores.topk(min(5, scores.shape[1]), dim=1).indices
