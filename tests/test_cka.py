@@ -181,8 +181,12 @@ def test_layer_selection(pair) -> None:  # type: ignore[no-untyped-def]
     np.testing.assert_allclose(matrix(result), expected, rtol=1e-9)
     with pytest.raises(InputError, match="no layer 'nope'"):
         run_cka(CkaConfig(str(path_a), layers_a=("nope",)))
-    with pytest.raises(UsageError, match="--layers-b"):  # likely a forgotten second store
-        run_cka(CkaConfig(str(path_a), layers_b=("logits",)))
+    # one store: rows and columns are both A's layers, and may differ
+    for estimator in ("debiased", "rbf"):
+        one = CkaConfig(str(path_a), layers_a=("logits",), layers_b=("block2", "logits"))
+        got = matrix(run_cka(dataclasses.replace(one, estimator=estimator)))
+        expected = brute([a["logits"]], [a["block2"], a["logits"]], estimator)
+        np.testing.assert_allclose(got, expected, rtol=1e-9)
 
 
 @pytest.mark.parametrize("passes", [1, 2])
@@ -434,5 +438,5 @@ def test_cli_errors(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def
     for estimator in ("linear", "minibatch", "rbf"):
         run = cli("cka", bad, "--estimator", estimator, "--batch-size", "4")
         assert run.code == 3 and "non-finite" in run.stderr and "row 13" in run.stderr
-    run = cli("cka", a, a, "--layers-b", "block9")
+    run = cli("cka", a, "--layers-b", "block9")
     assert run.code == 3 and "block9" in run.stderr

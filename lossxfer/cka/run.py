@@ -49,7 +49,7 @@ class CkaConfig:
     store_b: str | None = None
     split: str = "test"
     layers_a: tuple[str, ...] = ()  # rows; empty or ("all",): every stored layer
-    layers_b: tuple[str, ...] = ()  # columns: B's layers; empty: as layers_a (one store: A's)
+    layers_b: tuple[str, ...] = ()  # columns (of B, or of A when alone); empty: as layers_a
     estimator: str = "linear"
     batch_size: int = 256
     passes: int = 1
@@ -73,8 +73,6 @@ class CkaConfig:
             raise UsageError(f"--threshold {self.threshold}: must be positive")
         if self.max_n < 4:
             raise UsageError(f"--max-n {self.max_n}: must be at least 4")
-        if self.layers_b and self.store_b is None:
-            raise UsageError("--layers-b: names layers of store B, but only one store was given")
         if self.block_rows < 0:
             raise UsageError(f"--block-rows {self.block_rows}: must be positive (0: automatic)")
         if self.shard is not None:
@@ -93,14 +91,16 @@ class Job:
     a: Store
     b: Store | None
     layers_a: list[str]  # the matrix's rows
-    layers_b: list[str]  # the matrix's columns (one store: layers_a)
+    layers_b: list[str]  # the matrix's columns
+    read_a: list[str]  # A's layers to read: layers_a, or with one store all rows' and columns'
     layout: Layout
     n: int
+    pick: list[list[int]] | None  # one store: rows' and columns' positions in read_a
 
     @property
     def joint(self) -> list[tuple[Store, str]]:
         """A's layers then B's (the joint layer order of the estimators)."""
-        out = [(self.a, name) for name in self.layers_a]
+        out = [(self.a, name) for name in self.read_a]
         if self.b is not None:
             out += [(self.b, name) for name in self.layers_b]
         return out
@@ -130,12 +130,13 @@ def open_job(config: CkaConfig) -> Iterator[Job]:
         split = config.split
         n = a.num_rows(split)
         layers_a = _resolve_layers(a, split, config.layers_a)
+        layers_b = _resolve_layers(b or a, split, config.layers_b or config.layers_a)
         if b is None:
-            layers_b, widths_b = layers_a, None
+            read_a, widths_b = list(dict.fromkeys(layers_a + layers_b)), None
+            pick = [[read_a.index(x) for x in layers_a], [read_a.index(x) for x in layers_b]]
         else:
             check_aligned(a, b, split)
-            layers_b = _resolve_layers(b, split, config.layers_b or config.layers_a)
-            widths_b = tuple(b.dim(split, name) for name in layers_b)
+            read_a, widths_b, pick = layers_a, tuple(b.dim(split, x) for x in layers_b), None
         if n < 4:
             raise UsageError(f"{a.path}: split {split!r} has {n} rows; CKA needs at least 4")
         if config.estimator == "rbf" and n > config.max_n:
@@ -143,8 +144,8 @@ def open_job(config: CkaConfig) -> Iterator[Job]:
                 f"{a.path}: --estimator rbf forms {n} × {n} Gram matrices; that is more rows than "
                 f"--max-n {config.max_n} (raise it, or use linear, debiased or minibatch)"
             )
-        layout = Layout(tuple(a.dim(split, name) for name in layers_a), widths_b)
-        yield Job(config, a, b, layers_a, layers_b, layout, n)
+        layout = Layout(tuple(a.dim(split, name) for name in read_a), widths_b)
+        yield Job(config, a, b, layers_a, layers_b, read_a, layout, n, pick)
 
 
 def _resolve_layers(store: Store, split: str, wanted: tuple[str, ...]) -> list[str]:
@@ -198,12 +199,12 @@ def accumulate(job: Job, ops: Ops, lo: int, hi: int, progress: ProgressFn = no_p
             done += len(batches)
             progress("cka minibatches", done, hi - lo)
         return Part(mb.export(), {}, "batches", lo, hi, len(plan), rows)
-    shift_a = _shift(job.a, config.split, job.layers_a, job.n)
+    shift_a = _shift(job.a, config.split, job.read_a, job.n)
     shift_b = None if job.b is None else _shift(job.b, config.split, job.layers_b, job.n)
     acc = Streaming(ops, job.layout, config.estimator == "debiased", shift_a, shift_b)
     blocks_b = _blocks(job.b, job, job.layers_b, block, lo, hi) if job.b is not None else None
     done = 0
-    for rows_a in _blocks(job.a, job, job.layers_a, block, lo, hi):
+    for rows_a in _blocks(job.a, job, job.read_a, block, lo, hi):
         rows_b = None if blocks_b is None else next(blocks_b)
         acc.update(rows_a, rows_b)
         done += len(rows_a[0])
@@ -281,11 +282,18 @@ def _read_rows(store: Store, split: str, layer: str, wanted: np.ndarray, block: 
     return out
 
 
-def finish(estimator: str, layout: Layout, sums: Sums, rows: int) -> np.ndarray:
+def finish(
+    estimator: str, layout: Layout, sums: Sums, rows: int, pick: list[list[int]] | None
+) -> np.ndarray:
     """The CKA matrix from complete accumulators over `rows` rows."""
     if estimator == "minibatch":
-        return cka_from_hsic(sums["hsic"], layout)
-    return finish_streaming(sums, rows, layout, estimator == "debiased")
+        return select(cka_from_hsic(sums["hsic"], layout), pick)
+    return select(finish_streaming(sums, rows, layout, estimator == "debiased"), pick)
+
+
+def select(matrix: np.ndarray, pick: list[list[int]] | None) -> np.ndarray:
+    """One store: the requested rows and columns of the matrix over every layer read."""
+    return matrix if pick is None else matrix[np.ix_(pick[0], pick[1])]
 
 
 # -- the verb --------------------------------------------------------------------------------
@@ -300,11 +308,12 @@ def run_cka(config: CkaConfig, progress: ProgressFn | None = None) -> Result:
         extra: dict[str, Any] = {}
         if config.estimator == "rbf":
             data = [_finite(s, config.split, x, s.read(config.split, x), 0) for s, x in job.joint]
-            matrix = cka_from_hsic(rbf_hsic(ops, data, config.threshold), job.layout)
+            hsic = rbf_hsic(ops, data, config.threshold)
+            matrix = select(cka_from_hsic(hsic, job.layout), job.pick)
         else:
             unit, total = units(job)
             part = accumulate(job, ops, 0, total, progress)
-            matrix = finish(config.estimator, job.layout, part.sums, part.rows)
+            matrix = finish(config.estimator, job.layout, part.sums, part.rows, job.pick)
             if unit == "batches":
                 extra["batches"] = total
         ops.sync()

@@ -29,7 +29,7 @@ from lossxfer.progress import ProgressFn, no_progress
 from lossxfer.results import Result, input_record
 
 # Fields that must agree between the shards of one computation.
-_SAME = ("estimator", "split", "layers_a", "layers_b", "widths_a", "widths_b", "n", "unit")
+_SAME = ("estimator", "split", "layers_a", "layers_b", "widths_a", "widths_b", "pick", "n", "unit")
 _SAME_MORE = ("total", "parts", "params", "identity")
 
 
@@ -59,6 +59,7 @@ def compute_shard(config: CkaConfig, progress: ProgressFn | None = None) -> Shar
             "layers_b": job.layers_b,
             "widths_a": list(job.layout.widths_a),
             "widths_b": None if job.layout.widths_b is None else list(job.layout.widths_b),
+            "pick": job.pick,
             "n": job.n,
             "unit": unit,
             "total": total,
@@ -219,7 +220,7 @@ def merge_shards(paths: list[Path], progress: ProgressFn | None = None) -> Resul
     widths_b = first["widths_b"]
     layout = Layout(tuple(first["widths_a"]), None if widths_b is None else tuple(widths_b))
     rows = sum(int(s.meta["rows"]) for s in shards)
-    matrix = finish(first["estimator"], layout, sums, rows)
+    matrix = finish(first["estimator"], layout, sums, rows, first["pick"])
     config = {**first["config"], "shard": None}
     extra = {"shards": len(shards)}
     if first["unit"] == "batches":
