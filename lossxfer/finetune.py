@@ -77,6 +77,12 @@ class FinetuneConfig:
             warmup_epochs=self.warmup_epochs,
         )
 
+    def identity(self, source_sha256: str) -> dict[str, Any]:
+        """What determines the results: --resume requires it unchanged."""
+        keep = {k: v for k, v in asdict(self).items() if k not in ("out", "resume", "force")}
+        run = {"seed": self.run.seed}
+        return json.loads(json.dumps({**keep, "run": run, "source_sha256": source_sha256}))
+
     def check(self) -> None:
         if not self.lrs or not self.weight_decays:
             raise UsageError("--lr and --weight-decay need at least one value each")
@@ -122,21 +128,12 @@ def finetune(config: FinetuneConfig, progress: ProgressFn | None = None) -> Resu
         shutil.rmtree(cells)  # --force: start over, never resume from stale state
     cells.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    run_identity = config.identity(source_sha)
 
     def cell(name: str, lr: float, wd: float, split: Split) -> FitResult:
         """Train one cell from the checkpoint; resumes it when its state file exists."""
         state = cells / f"{name}.state.safetensors"
-        identity = {
-            "source_sha256": source_sha,
-            "cell": name,
-            "data": data.describe(),
-            "split_rows": len(split),
-            "loss": config.loss,
-            "loss_opts": config.loss_opts,
-            "optim": asdict(config.optim(lr, wd)),
-            "freeze_backbone": config.freeze_backbone,
-            "seed": config.run.seed,
-        }
+        identity = {**run_identity, "cell": name, "split_rows": len(split), "lr": lr, "wd": wd}
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(config.run.seed)
             network = with_new_head(source, objective, data.num_classes)
@@ -155,9 +152,7 @@ def finetune(config: FinetuneConfig, progress: ProgressFn | None = None) -> Resu
             )
 
     grid_path = cells / "grid.json"
-    grid: list[dict[str, Any]] = (
-        json.loads(grid_path.read_text()) if config.resume and grid_path.exists() else []
-    )
+    grid = load_grid(grid_path, run_identity) if config.resume and grid_path.exists() else []
     train_split, val_split = data.split("train", augment=True), data.split("val")
     cells_todo = [(lr, wd) for lr in config.lrs for wd in config.weight_decays]
     for index, (lr, wd) in enumerate(cells_todo):
@@ -171,7 +166,8 @@ def finetune(config: FinetuneConfig, progress: ProgressFn | None = None) -> Resu
             entry["diverged"] = True
             entry["error"] = str(exc)
         grid.append(entry)
-        write_text_atomic(grid_path, json.dumps(grid, indent=1), force=True)
+        document = {"identity": run_identity, "cells": grid}
+        write_text_atomic(grid_path, json.dumps(document, indent=1), force=True)
     chosen_index = choose(grid)
     chosen = {"lr": grid[chosen_index]["lr"], "weight_decay": grid[chosen_index]["weight_decay"]}
     if config.refit:
@@ -219,6 +215,22 @@ def finetune(config: FinetuneConfig, progress: ProgressFn | None = None) -> Resu
     )
     result.write(record_path, force=True)
     return result
+
+
+def load_grid(path: Path, identity: dict[str, Any]) -> list[dict[str, Any]]:
+    """The cells finished before an interruption, if they belong to this configuration."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        saved, cells = document["identity"], list(document["cells"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise InputError(f"{path}: not a lossxfer fine-tuning grid") from None
+    if saved != identity:
+        key = next(k for k in sorted(set(saved) | set(identity)) if saved.get(k) != identity.get(k))
+        raise UsageError(
+            f"{path}: --resume with a different configuration ({key}: saved "
+            f"{saved.get(key)!r}, now {identity.get(key)!r})"
+        )
+    return cells
 
 
 def target_data(config: FinetuneConfig, meta: CheckpointMeta) -> Data:

@@ -14,7 +14,7 @@ import torch
 from lossxfer import finetune as ft
 from lossxfer.checkpoint import load_checkpoint, load_tensors
 from lossxfer.data import Source, TensorImages, load_data
-from lossxfer.errors import DivergedError, Preempted
+from lossxfer.errors import DivergedError, Preempted, UsageError
 from lossxfer.fsio import sha256
 from lossxfer.objectives import make_objective
 from lossxfer.train import OptimConfig, RunOptions, TrainConfig, train
@@ -160,7 +160,9 @@ def test_resume_after_preemption_equals_uninterrupted(source: Path, tmp_path: Pa
 
     with pytest.raises(Preempted, match=r"cell1\.state\.safetensors"):
         ft.finetune(config(source, tmp_path / "cut"), progress=preempt_in_cell1)
-    assert len(json.loads((tmp_path / "cut/cells/grid.json").read_text())) == 1
+    assert len(json.loads((tmp_path / "cut/cells/grid.json").read_text())["cells"]) == 1
+    with pytest.raises(UsageError, match="lrs"):
+        ft.finetune(config(source, tmp_path / "cut", resume=True, lrs=(0.1, 0.02)))
     resumed = ft.finetune(config(source, tmp_path / "cut", resume=True))
     assert resumed.metrics["val_grid"] == whole.metrics["val_grid"]
     a = load_tensors(tmp_path / "whole/model.safetensors")[0]
