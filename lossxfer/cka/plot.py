@@ -29,6 +29,10 @@ def plot_heatmap(result: Result, path: str | os.PathLike[str], force: bool = Fal
     ax.set_xlabel(f"layers of B ({model_b.get('objective', 'store B')})")
     ax.set_title(f"CKA ({m['estimator']}, split {m['split']})")
     fig.colorbar(image, ax=ax, label="CKA")
+    if matrix.size <= 144:  # small matrices: the numbers too, as in the table
+        for (i, j), value in np.ndenumerate(matrix):
+            colour = "black" if value > 0.6 else "white"
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8, color=colour)
     out = Path(path)
     with atomic_path(out, force) as tmp:
         fig.savefig(tmp, format=out.suffix.lstrip(".") or "png", dpi=150)
