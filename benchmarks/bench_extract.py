@@ -119,7 +119,7 @@ def main() -> None:
                   f"bare forward {r['bare']:.0f} rows/s, extract {r['extract']:.0f} rows/s, "
                   f"ratio {r['ratio']:.3f} (best of {args.repeats}; median of paired ratios "
                   f"{r['median_ratio']:.3f}; end to end {r['end_to_end']:.0f} rows/s)")  # fmt: skip
-        for m in memory(folder, [int(n) for n in args.memory_rows.split(",")]):
+        for m in memory(folder, [int(n) for n in args.memory_rows.split(",") if n]):
             print(f"smallcnn 8 px, --layers all, float16, {m['rows']} rows: peak RSS "
                   f"{m['peak_rss_mb']:.0f} MiB (images in memory {m['images_mb']:.0f} MiB, store "
                   f"{m['store_mb']:.0f} MiB), {m['rows_per_s']:.0f} rows/s")  # fmt: skip

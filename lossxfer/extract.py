@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import torch
 
     from lossxfer.checkpoint import CheckpointMeta
-    from lossxfer.data import Data, Split
+    from lossxfer.data import Data, InputSpec, Split
     from lossxfer.nets import Network
 
 POOLS = ("avg", "flatten")
@@ -157,6 +157,8 @@ def _check_options(config: ExtractConfig) -> None:
         raise UsageError(f"--pool {config.pool!r}: expected avg or flatten")
     if config.batch_size < 1:
         raise UsageError(f"--batch-size {config.batch_size}: must be at least 1")
+    if config.workers < 0:
+        raise UsageError(f"--workers {config.workers}: must be 0 or more")
     if config.limit is not None and config.limit < 1:
         raise UsageError(f"--limit {config.limit}: must be at least 1")
     if not config.splits or len(set(config.splits)) != len(config.splits):
@@ -209,7 +211,7 @@ def pool_activation(output: torch.Tensor, pool: str) -> torch.Tensor:
 
 
 def layer_specs(
-    network: Network, layers: list[str], pool: str, spec: Any, device: torch.device
+    network: Network, layers: list[str], pool: str, spec: InputSpec, device: torch.device
 ) -> dict[str, LayerSpec]:
     """Width and per-sample shape of each layer, from one forward pass of a blank image."""
     import torch
