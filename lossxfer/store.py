@@ -215,6 +215,7 @@ class Store:
                         f"{self.path}: /{split}/{layer} has {ds.shape[0]} rows but the split has "
                         f"{n} labels"
                     )
+        self.attrs  # noqa: B018  (decodes the JSON attributes: a malformed one fails here, not late)
 
     # -- description --------------------------------------------------------------------------
     @property
@@ -269,14 +270,15 @@ class Store:
 
     # -- data ---------------------------------------------------------------------------------
     def labels(self, split: str) -> np.ndarray:
-        return self._group(split)["labels"][...].astype("int64")
+        return self._checked_labels(split, self._group(split)["labels"][...].astype("int64"), 0)
 
     def index(self, split: str) -> np.ndarray:
         return self._group(split)["index"][...].astype("int64")
 
     def read(self, split: str, layer: str, dtype: str = "float32") -> np.ndarray:
         """A whole layer in memory (use `blocks` to stream instead)."""
-        return self._dataset(split, layer)[...].astype(dtype, copy=False)
+        rows = self._dataset(split, layer)[...].astype(dtype, copy=False)
+        return self._checked_rows(split, layer, rows, 0)
 
     def blocks(
         self,
@@ -297,10 +299,36 @@ class Store:
             hi = min(lo + block_rows, stop)
             yield Block(
                 start=lo,
-                labels=group["labels"][lo:hi].astype("int64"),
+                labels=self._checked_labels(split, group["labels"][lo:hi].astype("int64"), lo),
                 index=group["index"][lo:hi].astype("int64"),
-                layers={k: ds[lo:hi].astype(dtype, copy=False) for k, ds in datasets.items()},
+                layers={
+                    k: self._checked_rows(split, k, ds[lo:hi].astype(dtype, copy=False), lo)
+                    for k, ds in datasets.items()
+                },
             )
+
+    def _checked_rows(self, split: str, layer: str, rows: np.ndarray, start: int) -> np.ndarray:
+        """NaN or infinity would silently poison every statistic: refuse them (exit 3)."""
+        import numpy as np
+
+        finite = np.isfinite(rows)
+        if not finite.all():
+            row = start + int(np.argwhere(~finite)[0][0])
+            raise InputError(
+                f"{self.path}: /{split}/{layer} row {row} is not finite (non-finite value: NaN or "
+                "infinity)"
+            )
+        return rows
+
+    def _checked_labels(self, split: str, labels: np.ndarray, start: int) -> np.ndarray:
+        """Labels are class positions 0..K-1; a negative one (e.g. an 'unlabelled' -1) is not."""
+        if labels.size and labels.min() < 0:
+            row = start + int(labels.argmin())
+            raise InputError(
+                f"{self.path}: /{split}/labels row {row} is {labels[row - start]}; labels must be "
+                "class positions ≥ 0"
+            )
+        return labels
 
     def _group(self, split: str) -> h5py.Group:
         if split not in self.splits:
