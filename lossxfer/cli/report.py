@@ -86,7 +86,7 @@ def report(
     debug: DebugOpt = False,
 ) -> None:
     """Paper-style tables (mean ± std over seeds, best bold, † t-test vs baseline) and plots."""
-    from lossxfer.errors import UsageError
+    from lossxfer.errors import InputError, UsageError
     from lossxfer.fsio import check_output, write_text_atomic
     from lossxfer.report import (
         FORMATS,
@@ -119,6 +119,10 @@ def report(
         try:
             result = run_report(config)
         except NothingToReport as exc:
+            if len(paths) == 1 and len(exc.skipped) <= 1:  # one line naming file and problem
+                only = exc.skipped[0] if exc.skipped else None
+                text = f"{only.path}: {only.reason}" if only else f"{paths[0]}: {exc}"
+                raise InputError(text) from None
             _tell(quiet, [f"skipped {s.path}: {s.reason}" for s in exc.skipped])
             raise
         _tell(quiet, [f"skipped {s.path}: {s.reason}" for s in result.skipped])
