@@ -71,7 +71,8 @@ class Result:
 def load_result(path: str | os.PathLike[str]) -> Result:
     p = require_file(path)
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        # NaN/Infinity are not JSON; lossxfer writes them as null, so read them as null too.
+        data = json.loads(p.read_text(encoding="utf-8"), parse_constant=lambda _: None)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{p}: not a lossxfer result record (invalid JSON: {exc})") from None
     return Result.from_dict(data, source=p)
