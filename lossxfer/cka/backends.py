@@ -39,6 +39,16 @@ class NumpyOps:
             return np.array(rows, dtype=np.float64)  # always a copy: callers centre it in place
         return np.subtract(rows, shift, dtype=np.float64)
 
+    def load_layers(self, parts: list[Any], shift: Array) -> Array:
+        """One block's layers side by side, minus `shift`, written straight into one array."""
+        np = self.np
+        z = np.empty((parts[0].shape[0], shift.shape[0]))
+        lo = 0
+        for x in parts:
+            np.subtract(x, shift[lo : lo + x.shape[1]], out=z[:, lo : lo + x.shape[1]])
+            lo += x.shape[1]
+        return z
+
     def zeros(self, *shape: int) -> Array:
         # Fortran order lets BLAS update the accumulator in place.
         return self.np.zeros(shape, dtype=self.np.float64, order="F")
@@ -104,6 +114,9 @@ class TorchOps:
     def load(self, rows: Any, shift: Array | None = None) -> Array:
         t = self.torch.from_numpy(rows).to(self.dev, self.torch.float64, copy=True)
         return t if shift is None else t - shift
+
+    def load_layers(self, parts: list[Any], shift: Array) -> Array:
+        return self.load(host_concat(parts), shift)
 
     def zeros(self, *shape: int) -> Array:
         return self.torch.zeros(shape, dtype=self.torch.float64, device=self.dev)
@@ -179,6 +192,9 @@ class CupyOps(NumpyOps):
         dev = self.cupy.asarray(rows)  # upload float32: half the bytes of float64
         return self.kernels.to_float64(dev, shift)
 
+    def load_layers(self, parts: list[Any], shift: Array) -> Array:
+        return self.load(host_concat(parts), shift)
+
     def zeros(self, *shape: int) -> Array:
         return self.cupy.zeros(shape, dtype=self.cupy.float64)
 
@@ -204,6 +220,13 @@ class CupyOps(NumpyOps):
 
 
 Ops = NumpyOps | TorchOps | CupyOps
+
+
+def host_concat(parts: list[Any]) -> Any:
+    """One block's layers side by side on the host, so that a block is one device transfer."""
+    import numpy as np
+
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
 
 def centre_generic(ops: Ops, k: Array, unbiased: bool) -> None:

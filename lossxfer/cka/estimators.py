@@ -15,6 +15,7 @@ Layers are "joint": A's layers, then B's (two stores) — one store is compared 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,18 +75,22 @@ class Streaming:
             s["nz_a"] = ops.zeros(n_layers, pa)
             if layout.widths_b is not None:
                 s["nz_b"] = ops.zeros(n_layers, sum(layout.widths_b))
+            # column → layer indicator: (z ∘ z) @ indicator gives every layer's ‖x'ᵢ‖² at once
+            self.indicator = [
+                ops.load(_indicator(w)) for w in (layout.widths_a, layout.widths_b) if w
+            ]
         self.sums = s
 
     def update(self, rows_a: list[Any], rows_b: list[Any] | None) -> None:
         """Add one aligned row block (float32 rows per layer, A's then B's)."""
         ops, s = self.ops, self.sums
-        za = ops.load(_hcat(rows_a), self.shift_a)
+        za = ops.load_layers(rows_a, self.shift_a)
         s["colsum_a"] += za.sum(0)
         if self.layout.widths_b is None or rows_b is None:
             zb = None
             s["gram"] = ops.syrk_acc(s["gram"], za)
         else:
-            zb = ops.load(_hcat(rows_b), self.shift_b)
+            zb = ops.load_layers(rows_b, self.shift_b)
             s["colsum_b"] += zb.sum(0)
             s["gram"] = ops.gemm_acc(s["gram"], za, zb)
             for (name, _), x in zip(
@@ -93,8 +98,8 @@ class Streaming:
             ):
                 s[name] = ops.syrk_acc(s[name], x)
         if self.debiased:
-            sq = [(x * x).sum(1)[:, None] for x in _split_cols(za, zb, self.layout)]
-            k = ops.concat(sq)  # b × joint layers: ‖x'ᵢ‖² per layer
+            sides = [za] if zb is None else [za, zb]
+            k = ops.concat([(z * z) @ ind for z, ind in zip(sides, self.indicator, strict=True)])
             s["nn"] = ops.gemm_acc(s["nn"], k, k)
             s["ksum"] += k.sum(0)
             s["nz_a"] = ops.gemm_acc(s["nz_a"], k, za)
@@ -105,9 +110,12 @@ class Streaming:
         return {name: self.ops.numpy(v) for name, v in self.sums.items()}
 
 
-def _hcat(rows: list[Any]) -> Any:
-    """Host-side concatenation of one block's layers, so each block is one device transfer."""
-    return rows[0] if len(rows) == 1 else np.concatenate(rows, axis=1)
+def _indicator(widths: tuple[int, ...]) -> np.ndarray:
+    """P × L matrix with a 1 where column p belongs to layer l."""
+    out = np.zeros((sum(widths), len(widths)))
+    for layer, (lo, hi) in enumerate(itertools.pairwise(offsets(widths))):
+        out[lo:hi, layer] = 1.0
+    return out
 
 
 def _self_grams(layout: Layout) -> list[tuple[str, int]]:
@@ -152,15 +160,20 @@ def finish_streaming(sums: Sums, n: int, layout: Layout, debiased: bool) -> np.n
         nz = nz_b if second else sums.get("nz_a")
         return joint, colsum[cols], (None if nz is None else nz[:, cols]), cols
 
+    a_stats = [stats(False, i) for i in range(la)]
+    b_stats = [stats(True, j) for j in range(len(ob) - 1)]
+    if one:  # X'ᵀX' blocks on the diagonal of the (upper-triangular) joint Gram
+        diag_a = [upper_to_full(gram[s[3], s[3]]) for s in a_stats]
+    else:
+        diag_a = [upper_to_full(sums[f"self_a{i}"]) for i in range(la)]
+        diag_b = [upper_to_full(sums[f"self_b{j}"]) for j in range(len(b_stats))]
+
     def block(x: tuple[Any, ...], y: tuple[Any, ...]) -> np.ndarray:
         """X'ᵀY' for a pair; with one store only the upper triangle of the Gram is valid."""
         (u, _, _, rows), (v, _, _, cols) = x, y
         if not one or u < v:
             return gram[rows, cols]
-        return gram[cols, rows].T if u > v else upper_to_full(gram[rows, cols])
-
-    def self_gram(second: bool, i: int, x: tuple[Any, ...]) -> np.ndarray:
-        return block(x, x) if one else upper_to_full(sums[f"self_{'b' if second else 'a'}{i}"])
+        return gram[cols, rows].T if u > v else diag_a[u]
 
     def hsic(g: np.ndarray, x: tuple[Any, ...], y: tuple[Any, ...]) -> float:
         (u, sx, nzx, _), (v, sy, nzy, _) = x, y
@@ -175,10 +188,8 @@ def finish_streaming(sums: Sums, n: int, layout: Layout, debiased: bool) -> np.n
         kl1 = sx @ g @ sy - nzy[u] @ sy - nzx[v] @ sx + nn[u, v]
         return float((tr_kl + k1 * l1 / ((n - 1) * (n - 2)) - 2 * kl1 / (n - 2)) / (n * (n - 3)))
 
-    a_stats = [stats(False, i) for i in range(la)]
-    b_stats = [stats(True, j) for j in range(len(ob) - 1)]
-    self_a = [hsic(self_gram(False, i, s), s, s) for i, s in enumerate(a_stats)]
-    self_b = self_a if one else [hsic(self_gram(True, j, s), s, s) for j, s in enumerate(b_stats)]
+    self_a = [hsic(g, s, s) for g, s in zip(diag_a, a_stats, strict=True)]
+    self_b = self_a if one else [hsic(g, s, s) for g, s in zip(diag_b, b_stats, strict=True)]
     out = np.empty((la, len(b_stats)))
     for i, x in enumerate(a_stats):
         for j, y in enumerate(b_stats):
