@@ -29,6 +29,7 @@ from torch import nn
 from lossxfer.backend import resolve_device
 from lossxfer.checkpoint import CheckpointMeta, load_tensors, save_checkpoint, save_tensors
 from lossxfer.data import Split, load_data
+from lossxfer.distributed import Dist, rescale_step
 from lossxfer.errors import DivergedError, InputError, Interrupted, Preempted, UsageError
 from lossxfer.fsio import check_output, require_file, sha256
 from lossxfer.models import build_network
@@ -160,6 +161,7 @@ def fit(
     on_epoch_end: EpochHook | None = None,
     progress: ProgressFn | None = None,
     label: str = "train",
+    dist: Dist | None = None,
 ) -> FitResult:
     """Train `network` on `train`; the one loop behind `train` and `finetune`.
 
@@ -167,14 +169,24 @@ def fit(
     143) or SIGINT (→ Interrupted, 130) arrives, after the current step. A non-finite loss
     raises DivergedError naming the epoch and step; nothing from the diverged epoch is saved.
     With `freeze_backbone` only the head trains and the backbone stays in eval mode.
+
+    Under torchrun (`dist`, see lossxfer/distributed.py) `optim.batch_size` is per process, a
+    step is one global batch of batch × world rows, the learning rate is scaled by the world
+    size, all ranks stop after the same step, and only rank 0 writes the state file;
+    `on_epoch_end` runs on every rank (hooks write only where `dist.is_main`).
     """
+    dist = dist or Dist()
     device = resolve_device(run.device)
     cuda = device.type == "cuda"
     feeder = _Feeder(train, device, run.workers)
     n = len(train)
     if n == 0:
         raise UsageError(f"{label}: the training split is empty")
-    per_epoch = max(1, n // optim.batch_size)  # drop the last partial batch
+    if n < dist.world_size:
+        raise UsageError(f"{label}: {n} training rows cannot feed {dist.world_size} processes")
+    global_batch = optim.batch_size * dist.world_size
+    base_lr = optim.base_lr * dist.world_size  # linear scaling rule: lr ∝ global batch
+    per_epoch = max(1, n // global_batch)  # drop the last partial batch
     total = optim.steps if optim.steps is not None else optim.epochs * per_epoch
     epochs = math.ceil(total / per_epoch)
     warmup = round(optim.warmup_epochs * per_epoch)
@@ -186,25 +198,29 @@ def fit(
         network.backbone.requires_grad_(False)
     optimizer = torch.optim.SGD(
         _param_groups(network, optim.weight_decay),
-        lr=optim.base_lr,
+        lr=base_lr,
         momentum=optim.momentum,
         nesterov=optim.nesterov,
     )
     ema = _EMA(network, optim.ema) if optim.ema > 0 else None
-    pos = _Position()
+    pos = _Position(batch=global_batch)
     if resume:
         if state_path is None:
             raise UsageError("--resume needs a state file")
         _load_state(state_path, identity, network, optimizer, ema, pos, device)
+        pos.step = rescale_step(pos.step, pos.batch, global_batch, n)  # another world size
+        pos.batch = global_batch
+    dist.seed_rank(run.seed, pos.step)
+    wrapped = dist.wrap(network)  # DistributedDataParallel under torchrun
     model: Callable[[torch.Tensor], torch.Tensor] = (
-        torch.compile(network) if run.compile else network
+        torch.compile(wrapped) if run.compile else wrapped
     )
     last_epoch = pos.step // per_epoch
     flush_every = 32 if cuda else 1  # a host sync per step is free on the CPU, not on a GPU
 
     def save(step: int) -> None:
         pos.step = step
-        if state_path is not None:
+        if state_path is not None and dist.is_main:
             _save_state(state_path, identity, network, optimizer, ema, pos, cuda, device)
 
     started = time.perf_counter()
@@ -218,10 +234,11 @@ def fit(
         for step in range(pos.step, total):
             epoch, i = divmod(step, per_epoch)
             if i == 0 or step == pos.step:
-                order = _epoch_order(n, run.seed, epoch)[i * optim.batch_size :]
+                order = _epoch_order(n, run.seed, epoch)[i * global_batch :]
                 steps_left = min(total - epoch * per_epoch, per_epoch) - i
-                batches = feeder.batches(order[: steps_left * optim.batch_size], optim.batch_size)
-            lr = _lr_at(step, total, warmup, optim.base_lr)
+                mine = dist.shard(order[: steps_left * global_batch])  # rows r, r+W, … of each
+                batches = feeder.batches(mine, optim.batch_size)
+            lr = _lr_at(step, total, warmup, base_lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x, y = next(batches)
@@ -235,12 +252,14 @@ def fit(
                 ema.update(network, step)
             images += len(y)
             pending.append(loss.detach())
-            epoch_done = i == per_epoch - 1 or step == total - 1
-            if epoch_done or stop.signum is not None or len(pending) >= flush_every:
-                pos.add(_check_finite(pending, step, epoch, per_epoch, last_epoch))
-                pending = []
             if progress is not None:
                 progress(label, i + 1, per_epoch)
+            signum = dist.agree_stop(stop.signum)  # every rank stops after the same step
+            epoch_done = i == per_epoch - 1 or step == total - 1
+            if epoch_done or signum is not None or len(pending) >= flush_every:
+                losses = dist.mean_losses(pending)
+                pos.add(_check_finite(losses, step, epoch, per_epoch, last_epoch))
+                pending = []
             if epoch_done:
                 pos.finish_epoch(i + 1)
                 save(step + 1)
@@ -255,21 +274,22 @@ def fit(
                     images / max(time.perf_counter() - started, 1e-9),
                 )
                 if on_epoch_end is not None:
-                    on_epoch_end(epoch + 1, _eval_copy(network, ema), pos.curve)
-            if stop.signum is not None:
+                    on_epoch_end(epoch + 1, dist.replicate(_eval_copy(network, ema)), pos.curve)
+            if signum is not None:
                 if not epoch_done:
                     save(step + 1)
+                dist.barrier()  # rank 0 has written the state
                 where = f"epoch {epoch + 1} step {i + 1}/{per_epoch}"
                 saved = (
                     f"; state saved to {state_path}, continue with --resume" if state_path else ""
                 )
-                if stop.signum == signal.SIGINT:
+                if signum == signal.SIGINT:
                     raise Interrupted(f"interrupted at {where}{saved}")
-                name = signal.Signals(stop.signum).name
+                name = signal.Signals(signum).name
                 raise Preempted(f"{name} at {where}{saved}")
     return FitResult(
         network=network,
-        eval_network=_eval_copy(network, ema),
+        eval_network=dist.replicate(_eval_copy(network, ema)),
         loss_curve=list(pos.curve),
         steps=total,
         images=images,
@@ -279,13 +299,22 @@ def fit(
 
 @torch.no_grad()
 def evaluate(
-    network: Network, objective: Objective, split: Split, device: torch.device, workers: int = 0
+    network: Network,
+    objective: Objective,
+    split: Split,
+    device: torch.device,
+    workers: int = 0,
+    dist: Dist | None = None,
 ) -> dict[str, float]:
-    """Top-1 and top-min(5, K) accuracy (fractions) of `network` in eval mode on `split`."""
+    """Top-1 and top-min(5, K) accuracy (fractions) of `network` in eval mode on `split`.
+
+    Under torchrun each rank scores rows r, r+W, …: every row counts exactly once.
+    """
+    dist = dist or Dist()
     network.eval()
     top1 = topk = 0
     feeder = _Feeder(split, device, workers)
-    for x, y in feeder.batches(torch.arange(len(split)), EVAL_BATCH):
+    for x, y in feeder.batches(dist.eval_rows(len(split)), EVAL_BATCH):
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
             logits = network(x)
         scores = objective.predict_logits(logits.float())
@@ -293,8 +322,9 @@ def evaluate(
         hits = best == y[:, None]
         top1 += int(hits[:, 0].sum())
         topk += int(hits.any(dim=1).sum())
-    n = max(len(split), 1)
-    return {"top1": top1 / n, "top5": topk / n}
+    counts = dist.sum(torch.tensor([top1, topk, len(dist.eval_rows(len(split)))]))
+    top1, topk, n = (int(c) for c in counts)
+    return {"top1": top1 / max(n, 1), "top5": topk / max(n, 1)}
 
 
 def _param_groups(network: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -416,6 +446,7 @@ class _Position:
     step: int = 0
     curve: list[float] = field(default_factory=list)
     epoch_sum: float = 0.0
+    batch: int = 0  # the global batch that `step` counts (0: unknown, from an older state)
 
     def add(self, losses: list[float]) -> None:
         self.epoch_sum += math.fsum(losses)
@@ -493,6 +524,7 @@ def _save_state(
     tensors["position/step"] = torch.tensor([pos.step], dtype=torch.int64)
     tensors["position/curve"] = torch.tensor(pos.curve, dtype=torch.float64)
     tensors["position/epoch_sum"] = torch.tensor([pos.epoch_sum], dtype=torch.float64)
+    tensors["position/batch"] = torch.tensor([pos.batch], dtype=torch.int64)
     meta = {"format": STATE_FORMAT, "identity": json.dumps(identity, sort_keys=True)}
     save_tensors(path, tensors, meta, force=True)
 
@@ -542,6 +574,7 @@ def _load_state(
         pos.step = int(tensors["position/step"][0])
         pos.curve = tensors["position/curve"].tolist()
         pos.epoch_sum = float(tensors["position/epoch_sum"][0])
+        pos.batch = int(tensors["position/batch"][0]) if "position/batch" in tensors else 0
     except (KeyError, RuntimeError) as exc:
         raise InputError(f"{path}: training state does not fit this model ({exc})") from None
 
@@ -575,8 +608,14 @@ def check_run_dir(out: str | Path, resume: bool, force: bool) -> None:
         raise UsageError(f"{state}: exists (use --resume to continue, --force to start over)")
 
 
-def train(config: TrainConfig, progress: ProgressFn | None = None) -> Result:
-    """Train a network from scratch (or --resume) and write the run directory's three files."""
+def train(
+    config: TrainConfig, progress: ProgressFn | None = None, dist: Dist | None = None
+) -> Result:
+    """Train a network from scratch (or --resume) and write the run directory's three files.
+
+    Under torchrun (`dist`) every rank trains and evaluates its shard; rank 0 alone writes.
+    """
+    dist = dist or Dist()
     config.optim.check()
     check_run_dir(config.out, config.resume, config.force)
     model_path, state_path, record_path = run_paths(config.out)
@@ -611,7 +650,9 @@ def train(config: TrainConfig, progress: ProgressFn | None = None) -> Result:
             )
 
         def save_epoch(epochs: int, net: Network, curve: list[float]) -> None:
-            save_checkpoint(model_path, net, meta({"epochs": epochs, "loss_curve": curve}), True)
+            if dist.is_main:
+                meta_now = meta({"epochs": epochs, "loss_curve": curve})
+                save_checkpoint(model_path, net, meta_now, True)
 
         done = fit(
             network,
@@ -624,26 +665,32 @@ def train(config: TrainConfig, progress: ProgressFn | None = None) -> Result:
             resume=config.resume,
             on_epoch_end=save_epoch,
             progress=progress,
+            dist=dist,
         )
     metrics: dict[str, Any] = {}
     for name in ("val", "test") if config.val_fraction > 0 else ("test",):
         scores = evaluate(
-            done.eval_network, objective, data.split(name), device, config.run.workers
+            done.eval_network, objective, data.split(name), device, config.run.workers, dist
         )
         metrics.update({f"{name}_top1": scores["top1"], f"{name}_top5": scores["top5"]})
     metrics.update(loss_curve=done.loss_curve, epochs=len(done.loss_curve), steps=done.steps)
-    save_checkpoint(model_path, done.eval_network, meta(metrics), force=True)
+    if dist.is_main:
+        save_checkpoint(model_path, done.eval_network, meta(metrics), force=True)
     result = Result(
         kind="train",
         metrics=metrics,
         config=asdict(config),
-        model=meta(metrics).provenance(sha256(model_path)),
+        model=meta(metrics).provenance(sha256(model_path) if dist.is_main else ""),
         dataset=data.describe(),
         timing={
             "wall_s": time.perf_counter() - started,
             "train_s": done.train_s,
-            "images_per_s": done.images / done.train_s if done.train_s > 0 else None,
+            "images_per_s": (
+                done.images * dist.world_size / done.train_s if done.train_s > 0 else None
+            ),
+            "world_size": dist.world_size,
         },
     )
-    result.write(record_path, force=True)
+    if dist.is_main:
+        result.write(record_path, force=True)
     return result

@@ -76,7 +76,9 @@ ValFractionOpt = Annotated[
     float, typer.Option("--val-fraction", help="Fraction of train held out for validation.")
 ]
 SplitSeedOpt = Annotated[int, typer.Option("--split-seed", help="Seed of the validation split.")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", help="Batch size.")]
+BatchOpt = Annotated[
+    int, typer.Option("--batch-size", help="Batch size (per process under torchrun).")
+]
 MomentumOpt = Annotated[float, typer.Option("--momentum", help="SGD momentum.")]
 NesterovOpt = Annotated[bool, typer.Option("--nesterov/--no-nesterov", help="Nesterov momentum.")]
 WarmupOpt = Annotated[
@@ -138,8 +140,15 @@ def train(
     force: ForceOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Train a network with one objective; SIGTERM/SIGUSR1 save state for --resume."""
+    """Train a network with one objective; SIGTERM/SIGUSR1 save state for --resume.
+
+    Under torchrun: DistributedDataParallel (nccl on GPUs, gloo on the CPU), --batch-size per
+    process, learning rate scaled by the world size; rank 0 writes and prints.
+    """
+    import os
+
     from lossxfer.data import parse_classes
+    from lossxfer.distributed import DistContext, session
     from lossxfer.objectives import parse_loss_opts
     from lossxfer.train import OptimConfig, RunOptions, TrainConfig, check_run_dir
     from lossxfer.train import train as run_train
@@ -170,10 +179,15 @@ def train(
     )
     config.optim.check()
     check_run_dir(out, resume, force)
-    with Output(json_, quiet, debug) as ui:
+    launch = DistContext.from_env(os.environ)  # torchrun's RANK/WORLD_SIZE; else one process
+    launch.check_device(device)
+    main = launch.is_main  # only rank 0 prints (and writes: the library sees to that)
+    with Output(json_ and main, quiet or not main, debug) as ui, session(launch, device) as dist:
         # A bar per epoch on a terminal; elsewhere the library's one log line per epoch.
-        result = run_train(config, progress=ui.progress if ui.stderr_tty else None)
-        ui.emit(result, render=render_accuracy)
+        shown = ui.progress if ui.stderr_tty and main else None
+        result = run_train(config, progress=shown, dist=dist)
+        if main:
+            ui.emit(result, render=render_accuracy)
 
 
 def render_accuracy(result: Result) -> Any:
