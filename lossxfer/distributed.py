@@ -195,6 +195,17 @@ class Dist:
         td.all_reduce(flag, td.ReduceOp.MAX, group=self._cpu_group)
         return int(flag[0]) or None
 
+    def from_main(self, value: int) -> int:
+        """Rank 0's value on every rank (e.g. a decision that depends on files rank 0 wrote)."""
+        if not self.distributed:
+            return value
+        import torch
+        import torch.distributed as td
+
+        box = torch.tensor([value], dtype=torch.int64)
+        td.broadcast(box, src=0, group=self._cpu_group)
+        return int(box[0])
+
     def replicate(self, module: M) -> M:
         """Overwrite every parameter and buffer with rank 0's (BatchNorm statistics drift
         apart between ranks; what is evaluated must be what rank 0 saves). Returns `module`."""

@@ -26,6 +26,7 @@ import torch
 from lossxfer.backend import resolve_device
 from lossxfer.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from lossxfer.data import Data, Split, load_data
+from lossxfer.distributed import Dist
 from lossxfer.errors import DivergedError, InputError, UsageError
 from lossxfer.fsio import check_output, sha256, write_text_atomic
 from lossxfer.nets import Network
@@ -114,8 +115,16 @@ def check_run_dir(out: str | Path, resume: bool, force: bool) -> None:
         raise UsageError(f"{cells}: exists (use --resume to continue, --force to start over)")
 
 
-def finetune(config: FinetuneConfig, progress: ProgressFn | None = None) -> Result:
-    """Sweep the grid, pick the validation argmax, refit on train+val, evaluate on test."""
+def finetune(
+    config: FinetuneConfig, progress: ProgressFn | None = None, dist: Dist | None = None
+) -> Result:
+    """Sweep the grid, pick the validation argmax, refit on train+val, evaluate on test.
+
+    Under torchrun (`dist`) every cell trains with DistributedDataParallel (`train.fit`:
+    per-process batch, learning rates × world size) and is scored on all ranks' shares of the
+    rows; rank 0 alone writes.
+    """
+    dist = dist or Dist()
     config.check()
     check_run_dir(config.out, config.resume, config.force)
     model_path, record_path, cells = run_paths(config.out)
@@ -124,9 +133,11 @@ def finetune(config: FinetuneConfig, progress: ProgressFn | None = None) -> Resu
     data = target_data(config, meta)
     objective = make_objective(config.loss, config.loss_opts)
     device = resolve_device(config.run.device)
-    if not config.resume and cells.exists():
-        shutil.rmtree(cells)  # --force: start over, never resume from stale state
-    cells.mkdir(parents=True, exist_ok=True)
+    if dist.is_main:
+        if not config.resume and cells.exists():
+            shutil.rmtree(cells)  # --force: start over, never resume from stale state
+        cells.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
     started = time.perf_counter()
     run_identity = config.identity(source_sha)
 
@@ -145,10 +156,11 @@ def finetune(config: FinetuneConfig, progress: ProgressFn | None = None) -> Resu
                 config.run,
                 identity=identity,
                 state_path=state,
-                resume=state.exists(),
+                resume=bool(dist.from_main(state.exists())),  # rank 0's files decide
                 freeze_backbone=config.freeze_backbone,
                 progress=progress,
                 label=f"{name} lr={lr:g} wd={wd:g}",
+                dist=dist,
             )
 
     grid_path = cells / "grid.json"
@@ -161,20 +173,22 @@ def finetune(config: FinetuneConfig, progress: ProgressFn | None = None) -> Resu
         entry: dict[str, Any] = {"lr": lr, "weight_decay": wd, "val_top1": None, "diverged": False}
         try:
             done = cell(f"cell{index}", lr, wd, train_split)
-            entry["val_top1"] = evaluate(done.eval_network, objective, val_split, device)["top1"]
+            scores = evaluate(done.eval_network, objective, val_split, device, dist=dist)
+            entry["val_top1"] = scores["top1"]
         except DivergedError as exc:
             entry["diverged"] = True
             entry["error"] = str(exc)
         grid.append(entry)
         document = {"identity": run_identity, "cells": grid}
-        write_text_atomic(grid_path, json.dumps(document, indent=1), force=True)
+        if dist.is_main:
+            write_text_atomic(grid_path, json.dumps(document, indent=1), force=True)
     chosen_index = choose(grid)
     chosen = {"lr": grid[chosen_index]["lr"], "weight_decay": grid[chosen_index]["weight_decay"]}
     if config.refit:
         final = cell("refit", chosen["lr"], chosen["weight_decay"], train_plus_val(data))
     else:  # the chosen cell's finished state: loads without training
         final = cell(f"cell{chosen_index}", chosen["lr"], chosen["weight_decay"], train_split)
-    scores = evaluate(final.eval_network, objective, data.split("test"), device)
+    scores = evaluate(final.eval_network, objective, data.split("test"), device, dist=dist)
     metrics: dict[str, Any] = {
         "test_top1": scores["top1"],
         "test_top5": scores["top5"],
@@ -203,7 +217,8 @@ def finetune(config: FinetuneConfig, progress: ProgressFn | None = None) -> Resu
             "source_objective_opts": meta.objective_opts,
         },
     )
-    save_checkpoint(model_path, final.eval_network, out_meta, force=True)
+    if dist.is_main:
+        save_checkpoint(model_path, final.eval_network, out_meta, force=True)
     result = Result(
         kind="finetune",
         metrics=metrics,
@@ -213,7 +228,8 @@ def finetune(config: FinetuneConfig, progress: ProgressFn | None = None) -> Resu
         dataset=data.describe(),
         timing={"wall_s": time.perf_counter() - started},
     )
-    result.write(record_path, force=True)
+    if dist.is_main:
+        result.write(record_path, force=True)
     return result
 
 

@@ -105,8 +105,15 @@ def finetune(
     force: ForceOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Fine-tune a checkpoint on new data: grid on validation, refit, test accuracy."""
+    """Fine-tune a checkpoint on new data: grid on validation, refit, test accuracy.
+
+    Under torchrun: DistributedDataParallel, --batch-size per process, learning rates scaled
+    by the world size; rank 0 writes and prints.
+    """
+    import os
+
     from lossxfer.data import parse_classes
+    from lossxfer.distributed import DistContext, session
     from lossxfer.finetune import FinetuneConfig, check_run_dir
     from lossxfer.finetune import finetune as run_finetune
     from lossxfer.objectives import parse_loss_opts
@@ -137,9 +144,14 @@ def finetune(
     )
     config.check()
     check_run_dir(out, resume, force)
-    with Output(json_, quiet, debug) as ui:
-        result = run_finetune(config, progress=ui.progress if ui.stderr_tty else None)
-        ui.emit(result, render=render_grid)
+    launch = DistContext.from_env(os.environ)  # torchrun's RANK/WORLD_SIZE; else one process
+    launch.check_device(device)
+    main = launch.is_main  # only rank 0 prints (and writes: the library sees to that)
+    with Output(json_ and main, quiet or not main, debug) as ui, session(launch, device) as dist:
+        shown = ui.progress if ui.stderr_tty and main else None
+        result = run_finetune(config, progress=shown, dist=dist)
+        if main:
+            ui.emit(result, render=render_grid)
 
 
 def render_grid(result: Result) -> Any:
