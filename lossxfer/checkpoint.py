@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -113,7 +114,14 @@ def save_tensors(
 
     flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path, force) as tmp:
-        save_file(flat, str(tmp), metadata=metadata)
+        try:
+            save_file(flat, str(tmp), metadata=metadata)
+        except Exception as exc:  # SafetensorError wraps the OS error (e.g. a full disk)
+            found = re.search(r"os error (\d+)", str(exc))
+            if found is None:
+                raise
+            code = int(found.group(1))
+            raise OSError(code, os.strerror(code)) from None
     return Path(path)
 
 
