@@ -15,3 +15,4 @@ from lossxfer.cli import extract  # noqa: F401
 from lossxfer.cli import cka  # noqa: F401
 from lossxfer.cli import store  # noqa: F401
 from lossxfer.cli import finetune  # noqa: F401
+from lossxfer.cli import probe  # noqa: F401
