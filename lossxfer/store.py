@@ -9,8 +9,11 @@ blocks so nothing needs a whole layer in memory.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from lossxfer import __version__
-from lossxfer.errors import InputError, UsageError
+from lossxfer.errors import InputError, LossxferError, UsageError
 from lossxfer.formats import ACTIVATIONS, check_format
 from lossxfer.fsio import atomic_path, require_file
 
@@ -79,11 +82,16 @@ class StoreWriter:
         self._file: h5py.File | None = None
         self._written: dict[str, int] = {}
         self._sizes: dict[str, int] = {}
+        # Open handles of every dataset: a temporary handle would flush its chunk cache when
+        # garbage-collected, where a write error (disk full) is lost (and HDF5 may crash).
+        self._datasets: dict[tuple[str, str], h5py.Dataset] = {}
+        self._tmp: Path | None = None
+        self._needed = 0  # bytes of the data of the splits created so far
 
     def __enter__(self) -> StoreWriter:
         import h5py
 
-        tmp = self._stack.enter_context(atomic_path(self.path, self.force))
+        tmp = self._tmp = self._stack.enter_context(atomic_path(self.path, self.force))
         self._file = self._stack.enter_context(h5py.File(tmp, "w", libver="latest"))
         root = self._file.attrs
         root["format"] = ACTIVATIONS
@@ -105,11 +113,24 @@ class StoreWriter:
             if short:
                 exc = RuntimeError(f"store {self.path}: splits not fully written: {short}")
         if exc is None:
+            try:
+                self.file.flush()  # the last chunks: a full disk must show here
+            except (OSError, RuntimeError) as err:
+                exc = _write_error(err)
+        if exc is None:
+            self._datasets.clear()
             self._stack.close()
-        else:
+            return
+        with _quiet_destructors():
+            if self._tmp is not None:  # free the space first, so that HDF5's closes succeed
+                with contextlib.suppress(OSError):
+                    os.truncate(self._tmp, 0)
+            self._datasets.clear()
+            with contextlib.suppress(Exception):
+                self.file.close()  # every handle, now: HDF5 must not retry failed writes later
             self._stack.__exit__(type(exc), exc, exc.__traceback__)
-            if exc_type is None:
-                raise exc
+        if exc_type is None:
+            raise exc
 
     @property
     def file(self) -> h5py.File:
@@ -120,8 +141,10 @@ class StoreWriter:
     def create_split(self, split: str, n: int, layers: Mapping[str, LayerSpec]) -> None:
         group = self.file.create_group(split)
         rows = max(1, min(n, 4096))
-        group.create_dataset("labels", shape=(n,), dtype="int64", chunks=(rows,) if n else None)
-        group.create_dataset("index", shape=(n,), dtype="int64", chunks=(rows,) if n else None)
+        for meta in _META:
+            self._datasets[split, meta] = group.create_dataset(
+                meta, shape=(n,), dtype="int64", chunks=(rows,) if n else None
+            )
         itemsize = 2 if self.dtype == "float16" else 4
         for name, spec in layers.items():
             if name in _META:
@@ -136,9 +159,28 @@ class StoreWriter:
             )
             ds.attrs["shape"] = list(spec.shape)
             ds.attrs["pool"] = spec.pool
+            self._datasets[split, name] = ds
         group.attrs["layer_order"] = json.dumps(list(layers))
         self._written[split] = 0
         self._sizes[split] = n
+        self._needed += n * (16 + itemsize * sum(spec.dim for spec in layers.values()))
+        self._check_space()
+
+    def _check_space(self) -> None:
+        """Refuse before writing when the uncompressed store cannot fit: HDF5 reports a full
+        disk only when it flushes, and cannot always close the file cleanly after that."""
+        if self.compression is not None or self._tmp is None:
+            return
+        try:
+            free = shutil.disk_usage(self._tmp.parent).free + self._tmp.stat().st_size
+        except OSError:
+            return
+        if self._needed > free:
+            raise LossxferError(
+                f"{self.path}: no space left on device (the store needs about "
+                f"{self._needed / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free); nothing was "
+                "written"
+            )
 
     def write(
         self,
@@ -148,13 +190,34 @@ class StoreWriter:
         index: np.ndarray,
         layers: Mapping[str, np.ndarray],
     ) -> None:
-        group = self.file[split]
         stop = start + len(labels)
-        group["labels"][start:stop] = labels
-        group["index"][start:stop] = index
+        self._datasets[split, "labels"][start:stop] = labels
+        self._datasets[split, "index"][start:stop] = index
         for name, rows in layers.items():
-            group[name][start:stop] = rows
+            self._datasets[split, name][start:stop] = rows
         self._written[split] += len(labels)
+
+
+def _write_error(err: BaseException) -> OSError:
+    """h5py's error of a failed write or flush, as the OSError (errno kept) atomic_path maps."""
+    if isinstance(err, OSError) and err.errno is not None:
+        return err
+    text = str(err)
+    code = errno.ENOSPC if "errno = 28" in text or "No space left" in text else errno.EIO
+    return OSError(code, text.splitlines()[0] if text else type(err).__name__)
+
+
+@contextlib.contextmanager
+def _quiet_destructors() -> Iterator[None]:
+    """h5py reports errors of handles closed after a failed write (disk full) as tracebacks
+    (sys.excepthook) and 'Exception ignored' (sys.unraisablehook); the error is raised once."""
+    previous = sys.unraisablehook, sys.excepthook
+    sys.unraisablehook = lambda _info: None
+    sys.excepthook = lambda *_args: None
+    try:
+        yield
+    finally:
+        sys.unraisablehook, sys.excepthook = previous
 
 
 class Store:
