@@ -459,19 +459,28 @@ class _Position:
 class _StopSignals:
     """Within training only: SIGTERM/SIGUSR1/SIGINT set a flag checked between steps.
 
-    A second Ctrl-C stops at once. Off the main thread (where handlers cannot be installed)
-    signals keep their usual effect.
+    A second Ctrl-C stops at once — if it comes at least a second after the first: under
+    torchrun every rank gets the terminal's SIGINT and, moments later, torchrun's forwarded
+    copy, which must not cut the state save short. Off the main thread (where handlers cannot
+    be installed) signals keep their usual effect.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+    REPEAT_S = 1.0  # a second SIGINT sooner than this is the same Ctrl-C
 
     def __init__(self) -> None:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
+        self._first_sigint = 0.0
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        now = time.monotonic()
         if signum == signal.SIGINT and self.signum == signal.SIGINT:
-            raise KeyboardInterrupt
+            if now - self._first_sigint >= self.REPEAT_S:
+                raise KeyboardInterrupt
+            return
+        if signum == signal.SIGINT:
+            self._first_sigint = now
         self.signum = signum
 
     def __enter__(self) -> _StopSignals:
