@@ -70,5 +70,10 @@ for seed in $(seq 0 $((SEEDS - 1))); do
   done
 done
 
-"${LOSSXFER[@]}" report "$OUT/runs" --plots "$OUT/plots" --force
+# Every table into one markdown file, then the study's summary on the terminal: objective,
+# source accuracy, transfer linear / kNN, R², CKA with softmax, and the correlation of R² with
+# transfer accuracy.
+"${LOSSXFER[@]}" report "$OUT/runs" --table all --format markdown -o "$OUT/report.md" --force -q \
+  > /dev/null
+"${LOSSXFER[@]}" report "$OUT/runs" --table summary --plots "$OUT/plots" --force
 echo "mini study finished in $((SECONDS - started)) s; results in $OUT/" >&2
