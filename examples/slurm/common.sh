@@ -37,10 +37,11 @@ launch() {
   if [[ -n $LAUNCH ]]; then $LAUNCH "$@"; else "${LOSSXFER[@]}" "$@"; fi
 }
 
-# launch_preemptible VERB ARGS...: `launch` in the background. A USR1 or TERM that reaches the
-# batch shell (sbatch --signal=B:USR1@120 before the time limit, scancel --signal=USR1 --batch,
-# preemption) is passed on as SIGTERM: srun forwards it to torchrun, torchrun to every rank; the
-# ranks agree on a step, rank 0 saves state.safetensors and they exit 143. The job then
+# launch_preemptible VERB ARGS...: `launch` in the background. A USR1 that reaches the batch
+# shell (sbatch --signal=B:USR1@120 before the time limit, scancel --signal=USR1 --batch) is
+# passed on as SIGTERM: srun forwards it to torchrun, torchrun to every rank; the ranks agree on
+# a step, rank 0 saves state.safetensors and they exit 143. (A TERM, as at preemption or the
+# time limit, reaches the job steps from SLURM itself and is only noted here.) The job then
 # requeues itself, and the requeued task continues with --resume. A plain process exits 143
 # itself; torchrun exits 1 after a forwarded signal, hence the PREEMPTED flag. Returns the
 # launcher's exit status.
@@ -48,7 +49,8 @@ launch_preemptible() {
   local cmd pid status=0
   if [[ -n $LAUNCH ]]; then read -r -a cmd <<< "$LAUNCH"; else cmd=("${LOSSXFER[@]}"); fi
   PREEMPTED=0
-  trap 'PREEMPTED=1; kill -TERM "$pid" 2>/dev/null || true' USR1 TERM
+  trap 'PREEMPTED=1; kill -TERM "$pid" 2>/dev/null || true' USR1
+  trap 'PREEMPTED=1' TERM
   "${cmd[@]}" "$@" &
   pid=$!
   while :; do
