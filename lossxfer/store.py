@@ -92,12 +92,16 @@ class StoreWriter:
         import h5py
 
         tmp = self._tmp = self._stack.enter_context(atomic_path(self.path, self.force))
-        self._file = self._stack.enter_context(h5py.File(tmp, "w", libver="latest"))
-        root = self._file.attrs
-        root["format"] = ACTIVATIONS
-        root["lossxfer_version"] = __version__
-        for key, value in self.attrs.items():
-            root[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
+        try:
+            self._file = self._stack.enter_context(h5py.File(tmp, "w", libver="latest"))
+            root = self._file.attrs
+            root["format"] = ACTIVATIONS
+            root["lossxfer_version"] = __version__
+            for key, value in self.attrs.items():
+                root[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
+        except BaseException as exc:  # __exit__ will not run: clean up (atomic_path maps OSError)
+            if not self._stack.__exit__(type(exc), exc, exc.__traceback__):
+                raise
         return self
 
     def __exit__(
