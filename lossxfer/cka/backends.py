@@ -8,6 +8,7 @@ Every backend computes in float64 so that all of them agree to rounding (REFEREN
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -290,11 +291,20 @@ def get_backend(name: str = "auto", device: str = "auto") -> Ops:
         return CupyOps(_cuda_index(device))
     if cupy_available():
         return CupyOps(_cuda_index(device))
-    import torch
-
-    if torch.cuda.is_available() or device.startswith("cuda"):
+    if device.startswith("cuda") or (_gpu_driver() and _torch_cuda()):
         return TorchOps(device)  # raises DeviceError for --device cuda without CUDA
     return NumpyOps()
+
+
+def _gpu_driver() -> bool:
+    """A GPU driver is present (checked before paying for `import torch` on CPU machines)."""
+    return any(os.path.exists(p) for p in ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/dxg"))
+
+
+def _torch_cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def _cuda_index(device: str) -> int:
