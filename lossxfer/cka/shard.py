@@ -170,8 +170,16 @@ def _check_meta(path: Path, meta: dict[str, Any]) -> None:
             continue
         if not isinstance(value, list) or not all(is_int(v) and v > 0 for v in value):
             bad.append(key)
-    if not isinstance(meta["stores"], list) or not isinstance(meta["config"], dict):
-        bad.append("stores/config")
+    stores = meta["stores"]
+    if not (
+        isinstance(stores, list)
+        and 1 <= len(stores) <= 2
+        and all(isinstance(x, dict) and isinstance(x.get("model"), dict) for x in stores)
+        and all("dataset" in x for x in stores)
+    ):
+        bad.append("stores")
+    if not isinstance(meta["config"], dict):
+        bad.append("config")
     if bad:
         raise InputError(f"{path}: CKA shard meta has malformed {', '.join(bad)}")
     if not meta["lo"] <= meta["hi"] <= meta["total"]:
