@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 SPLITS = ("train", "val", "test")
+_JSON_ATTRS = ("model", "dataset", "objective_opts", "shard")  # root attributes holding objects
 _META = ("labels", "index")
 ROW_CHUNK_BYTES = 1 << 20  # about 1 MiB per chunk
 
@@ -287,18 +288,29 @@ class Store:
     # -- description --------------------------------------------------------------------------
     @property
     def attrs(self) -> dict[str, Any]:
-        """Root attributes, JSON-valued ones decoded."""
+        """Root attributes, JSON-valued ones decoded.
+
+        The JSON objects of the format (`model`, `dataset`, `objective_opts`, `shard`) must
+        decode to objects; any other text is data, kept as written when it is not JSON (an
+        objective named "{x}" is a name, not a broken document)."""
         out: dict[str, Any] = {}
         for key, value in self._file.attrs.items():
             if isinstance(value, bytes):
-                value = value.decode()
-            if isinstance(value, str) and value[:1] in "[{":
+                value = value.decode(errors="replace")
+            if key in _JSON_ATTRS:
                 try:
-                    value = json.loads(value)
+                    value = json.loads(value) if isinstance(value, str) else value
                 except json.JSONDecodeError:
                     raise InputError(f"{self.path}: attribute {key!r} is not valid JSON") from None
-            elif hasattr(value, "item"):
+                if value is not None and not isinstance(value, dict):
+                    raise InputError(f"{self.path}: attribute {key!r} must be a JSON object")
+            elif isinstance(value, str) and value[:1] in "[{":
+                with contextlib.suppress(json.JSONDecodeError):
+                    value = json.loads(value)
+            elif hasattr(value, "item") and getattr(value, "size", 1) == 1:
                 value = value.item()
+            elif hasattr(value, "tolist"):
+                value = value.tolist()
             out[key] = value
         return out
 
