@@ -47,15 +47,18 @@ EVAL_BATCH = 512
 class OptimConfig:
     """Optimisation hyperparameters (REFERENCE.md §2's recipe, scaled down by default).
 
-    lr None means the linear scaling rule 0.1 × batch/256. Weight decay defaults to the paper's
-    8e-5 and never applies to BatchNorm parameters or biases (any parameter with ndim ≤ 1).
+    lr None means the linear scaling rule 0.1 × batch/256. Batch 32 and 10 epochs suit small
+    data: smallcnn reaches ≥ 97% on digits with every objective but squared_error (which needs
+    --lr ≈ 5e-4); ImageNet-scale runs set the batch (the paper: 4096, 90 epochs). Weight decay
+    defaults to the paper's 8e-5 and never applies to BatchNorm parameters or biases (any
+    parameter with ndim ≤ 1).
     `steps`, when given, replaces `epochs` as the schedule length. `ema` is the decay of the
     exponential moving average of the weights used for evaluation (0 = off).
     """
 
     epochs: int = 10
     steps: int | None = None
-    batch_size: int = 128
+    batch_size: int = 32
     lr: float | None = None
     momentum: float = 0.9
     nesterov: bool = True

@@ -109,7 +109,7 @@ def train(
     loss_opt: LossOptsOpt = None,
     classes: ClassesOpt = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 10,
-    batch_size: BatchOpt = 128,
+    batch_size: BatchOpt = 32,
     lr: Annotated[
         float | None, typer.Option("--lr", help="Peak learning rate (default: 0.1 × batch/256).")
     ] = None,
