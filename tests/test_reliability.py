@@ -31,7 +31,7 @@ import pytest
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-DATA = "synthetic:classes=3,size=8"
+DATA = "synthetic:classes=3,size=8,train=10,test=6"  # 30 + 18 images
 LOG_LINE = re.compile(r"\d\d:\d\d:\d\d lossxfer (DEBUG|INFO) ")  # progress logs, not errors
 CPU = ("--device", "cpu")
 PNG = (
@@ -615,7 +615,7 @@ def store_content_cells() -> Iterator[Cell]:
 
     def fewer(env: Env) -> list[object]:
         other = env.tmp / f"{BROKEN}.h5"
-        must("extract", env.art.ckpt, "--data", DATA, "-o", other, "--limit", 20, "-q", *CPU,
+        must("extract", env.art.ckpt, "--data", DATA, "-o", other, "--limit", 5, "-q", *CPU,
              "--workers", 0)  # fmt: skip
         return ["cka", env.art.acts, other, "-o", env.out("cka.json"), "--force",
                 "--backend", "numpy"]  # fmt: skip
@@ -877,7 +877,86 @@ def option_cells() -> Iterator[Cell]:
     yield Cell("train", "state", "other_config", resume_changed, 2, "batch")
 
 
-CELLS = [*file_cells(), *store_content_cells(), *dataset_cells(), *option_cells()]
+def probe_finetune_cells() -> Iterator[Cell]:
+    """The probe (a store) and finetune (a checkpoint and a dataset) verbs."""
+    for case in [*GENERIC, *BY_KIND["store"]]:
+
+        def probe(env: Env, case: str = case) -> list[object]:
+            store = broken(env, "store", case, ".h5")
+            return ["probe", store, "--method", "knn", "-o", env.out("p.json"), "--force"]
+
+        yield Cell("probe", "store", case, probe, 3)
+
+    def run_dir(env: Env) -> Path:
+        run = env.tmp / "ft"
+        env.outputs.append(run)
+        return run
+
+    finetune_args = ("--epochs", 1, "--lr", 0.01, "--weight-decay", 0, "-q", *CPU)
+    for case in [*GENERIC, *BY_KIND["checkpoint"]]:
+
+        def finetune(env: Env, case: str = case) -> list[object]:
+            ckpt = broken(env, "checkpoint", case, ".safetensors")
+            return ["finetune", ckpt, "--data", DATA, "-o", run_dir(env), *finetune_args]
+
+        yield Cell("finetune", "checkpoint", case, finetune, 3)
+
+    def probe_opt(*extra: object) -> Callable[[Env], list[object]]:
+        return lambda env: ["probe", env.art.acts, *extra, "-o", env.out("p.json"), "--force"]
+
+    probe_opts = {
+        "method_unknown": (("--method", "svm"), "svm", 2),
+        "grid_zero": (("--method", "linear", "--grid", 0), "--grid", 2),
+        "grid_range_reversed": (("--method", "linear", "--grid-range", "5,1"), "--grid-range", 2),
+        "grid_range_garbage": (("--method", "linear", "--grid-range", "a,b"), "--grid-range", 2),
+        "tol_negative": (("--method", "linear", "--tol", -1), "--tol", 2),
+        "max_iter_zero": (("--method", "linear", "--max-iter", 0), "--max-iter", 2),
+        "val_fraction_above_one": (("--val-fraction", 1.5), "--val-fraction", 2),
+        "no_such_layer": (("--layer", "block9"), "block9", 3),
+    }
+    for case, (extra, names, code) in probe_opts.items():
+        yield Cell("probe", "option", case, probe_opt(*extra), code, names)
+
+    def one_class(env: Env) -> list[object]:
+        store = env.tmp / f"{BROKEN}.h5"
+        edit_store(_one_class_train)(env.art.acts, store)
+        return ["probe", store, "--method", "knn", "-o", env.out("p.json"), "--force"]
+
+    yield Cell("probe", "store", "one_class_in_train", one_class, 3)
+
+    def ft(*extra: object, data: str = DATA) -> Callable[[Env], list[object]]:
+        return lambda env: ["finetune", env.art.ckpt, "--data", data, "-o", run_dir(env),
+                            *finetune_args, *extra]  # fmt: skip
+
+    ft_opts = {
+        "epochs_negative": (("--epochs", -1), "--epochs", 2),
+        "batch_zero": (("--batch-size", 0), "--batch-size", 2),
+        "lr_negative": (("--lr", -0.1), "--lr", 2),
+        "lr_garbage": (("--lr", "fast"), "--lr", 2),
+        "weight_decay_negative": (("--weight-decay", -1), "--weight-decay", 2),
+        "momentum_above_one": (("--momentum", 1.5), "--momentum", 2),
+        "val_fraction_above_one": (("--val-fraction", 1.5), "--val-fraction", 2),
+        "classes_reversed": (("--classes", "9-3"), "--classes", 2),
+        "classes_out_of_range": (("--classes", "0-7"), "--classes", 2),
+        "loss_unknown": (("--loss", "softmaxx"), "softmaxx", 2),
+        "device_absent": (("--device", "cuda:7"), "cuda", 4),
+    }
+    for case, (extra, names, code) in ft_opts.items():
+        yield Cell("finetune", "option", case, ft(*extra), code, names)
+    for case, spec, names, code in (
+        ("missing_root", "mnist:/nonexistent/mnist", "/nonexistent/mnist", 3),
+        ("unknown_name", "nosuchdata", "nosuchdata", 2),
+    ):
+        yield Cell("finetune", "dataset", case, ft(data=spec), code, names)
+
+
+def _one_class_train(f: h5py.File) -> None:
+    ds = f["train/labels"]
+    ds[...] = np.zeros_like(ds[...])
+
+
+CELLS = [*file_cells(), *store_content_cells(), *dataset_cells(), *option_cells(),
+         *probe_finetune_cells()]  # fmt: skip
 
 
 def snapshot(paths: list[Path]) -> dict[Path, object]:
