@@ -72,6 +72,7 @@ def test_sweep_chooses_validation_argmax_and_refits() -> None:
     fit, val = feats(x[:200], y[:200]), feats(x[200:], y[200:])
     test_x, test_y = blobs(300, 5, 2.5, seed=4)
     grid = lambda_grid(12, 1e-4, 1e2)
+    assert grid[0] == 1e2 and grid[-1] == 1e-4 and lambda_grid(45, 1e-6, 1e5)[4] == 1e4
     out = linear_probe(fit, val, fit.cat(val), feats(test_x, test_y), grid, tol=1e-8)
     curve = [p["val_top1"] for p in out["val_curve"]]
     assert [p["value"] for p in out["val_curve"]] == grid and grid[0] > grid[-1]
@@ -86,6 +87,7 @@ def test_sweep_chooses_validation_argmax_and_refits() -> None:
     assert out["chosen_sklearn_C"] == pytest.approx(1 / (out["chosen"] * 300))
 
 
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
 def test_accuracies_match_sklearn() -> None:
     rng = np.random.default_rng(0)
     y = rng.choice([3, 4, 8], size=50, p=[0.7, 0.2, 0.1])
@@ -175,6 +177,7 @@ def store(tmp_path: Path) -> Path:
     )
 
 
+@pytest.mark.slow
 def test_cli_probe_json_record_and_table(store: Path, cli: Callable[..., CliRun]) -> None:
     out = store.parent / "probe.json"
     run = cli("probe", store, "--method", "all", "--grid", "6", "--json", "-q", "-o", out)

@@ -14,6 +14,7 @@ curvature pairs from one λ to the next (with y += Δλ·s on W) was tried: no f
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +34,10 @@ MEMORY = 20  # curvature pairs kept
 
 def lambda_grid(points: int, lo: float, hi: float) -> list[float]:
     """`points` log-spaced values from `hi` down to `lo`: the sweep order, strong to weak."""
-    return torch.logspace(torch.tensor(hi).log10(), torch.tensor(lo).log10(), points).tolist()
+    if points == 1:
+        return [hi]
+    top, bottom = math.log10(hi), math.log10(lo)
+    return [10 ** (top + (bottom - top) * i / (points - 1)) for i in range(points)]
 
 
 @dataclass
