@@ -640,6 +640,14 @@ def train(
             f"--classes: {data.describe().get('label', config.data)} has {data.num_classes} "
             "class; a classifier needs at least 2"
         )
+    # The evaluation splits, before any training: an empty one must fail now, not after the
+    # run has written its checkpoint (and an empty test split would score 0% silently).
+    evaluation = {
+        n: data.split(n) for n in (("val", "test") if config.val_fraction > 0 else ("test",))
+    }
+    for name, split in evaluation.items():
+        if len(split) == 0:
+            raise UsageError(f"--data {config.data}: the {name} split is empty")
     objective = make_objective(config.loss, config.loss_opts)
     device = resolve_device(config.run.device)
     started = time.perf_counter()
@@ -680,10 +688,8 @@ def train(
             dist=dist,
         )
     metrics: dict[str, Any] = {}
-    for name in ("val", "test") if config.val_fraction > 0 else ("test",):
-        scores = evaluate(
-            done.eval_network, objective, data.split(name), device, config.run.workers, dist
-        )
+    for name, split in evaluation.items():
+        scores = evaluate(done.eval_network, objective, split, device, config.run.workers, dist)
         metrics.update({f"{name}_top1": scores["top1"], f"{name}_top5": scores["top5"]})
     metrics.update(loss_curve=done.loss_curve, epochs=len(done.loss_curve), steps=done.steps)
     if dist.is_main:
