@@ -100,6 +100,9 @@ def run_extract(config: ExtractConfig, progress: ProgressFn | None = None) -> Re
     layers = resolve_layers(network, config.layers)
     splits = {name: data.split(name) for name in config.splits}
     sizes = {name: min(len(s), config.limit or len(s)) for name, s in splits.items()}
+    empty = [name for name, n in sizes.items() if n == 0]
+    if empty:  # a store of 0 rows would only fail later, in every reader
+        raise UsageError(f"--data {data.spec}: the {empty[0]} split is empty; nothing to extract")
     ranges = {name: shard_range(n, shard) for name, n in sizes.items()}
     model = meta.provenance(sha)
     attrs: dict[str, Any] = {
