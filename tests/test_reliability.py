@@ -660,9 +660,12 @@ def dataset_cells() -> Iterator[Cell]:
         "missing_folder": ("imagefolder:/nonexistent/imgs", "/nonexistent/imgs"),
         "bad_spec_option": ("synthetic:classes=banana", "banana"),
         "negative_size": ("synthetic:classes=3,size=-8", "size"),
+        "empty_train_split": ("synthetic:classes=3,size=8,train=0", "train"),
+        "empty_test_split": ("synthetic:classes=3,size=8,test=0", "test"),
+        "too_small_for_val": ("synthetic:classes=3,size=8,train=1", "val"),
     }
     for case, (spec, names) in specs.items():
-        code = 2 if case in ("unknown_name", "bad_spec_option", "negative_size") else 3
+        code = 3 if case in ("missing_root", "missing_folder") else 2
 
         def train(env: Env, spec: str = spec) -> list[object]:
             run = env.tmp / "run"
@@ -674,7 +677,8 @@ def dataset_cells() -> Iterator[Cell]:
                     "--workers", 0, *CPU]  # fmt: skip
 
         yield Cell("train", "dataset", case, train, code, names)
-        yield Cell("extract", "dataset", case, extract, code, names)
+        if case != "too_small_for_val":  # extraction holds out no val split by default
+            yield Cell("extract", "dataset", case, extract, code, names)
 
     def empty_folder(env: Env) -> list[object]:
         folder = env.tmp / "emptyimgs"
