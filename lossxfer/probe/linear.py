@@ -6,16 +6,19 @@ full batch by L-BFGS with torch's strong-Wolfe line search and an analytic gradi
 graph), in float64 on the CPU and float32 on a GPU, until max|∇| ≤ tol (scikit-learn's `gtol`
 test on the same objective). Three things make a 45-point sweep cheap without changing any
 solution: features are centred once (exact, since the unpenalised bias absorbs the shift); the
-grid runs from strong to weak regularisation, each fit starting from the previous solution; and
-the initial inverse Hessian is the diagonal of the Hessian at W = 0, which puts weights and
-biases on one scale (their curvatures differ by up to λ/(p(1−p)), 10⁷ on this grid). Carrying
-curvature pairs from one λ to the next (with y += Δλ·s on W) was tried: no fewer iterations.
+grid runs from strong to weak regularisation, each fit starting from the secant extrapolation
+of the previous two solutions along log λ (about 40% fewer iterations than starting from the
+previous one); and the initial inverse Hessian is the diagonal of the Hessian at W = 0, which
+puts weights and biases on one scale (their curvatures differ by up to λ/(p(1−p)), 10⁷ on this
+grid). Carrying curvature pairs from one λ to the next (y += Δλ·s on W) gave no gain.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -30,6 +33,20 @@ GRID_PARAMETRISES = (
 )
 STOP_RULE = "max |gradient| <= tol (as scikit-learn's gtol), or no progress, or max_iter"
 MEMORY = 20  # curvature pairs kept
+ONE_THREAD_BELOW = 1 << 24  # multiply-adds per X·Wᵀ under which one thread is faster
+
+
+@contextlib.contextmanager
+def _threads_for(data: Features, classes: int) -> Iterator[None]:
+    """One CPU thread for small problems: there, intra-op threads cost more than they save,
+    and on a shared node they spin (3200 × 128 × 20, 2 cores under load: 0.4 s vs 20 s)."""
+    before = torch.get_num_threads()
+    if data.x.device.type == "cpu" and data.x.numel() * classes < ONE_THREAD_BELOW:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def lambda_grid(points: int, lo: float, hi: float) -> list[float]:
@@ -172,31 +189,36 @@ def linear_probe(
     label: str = "linear",
 ) -> dict[str, Any]:
     """The protocol of REFERENCE.md §4: sweep `grid` on fit → val, choose λ, refit → test."""
-    fit_s, val_s = standardized(fit, val) if standardize else (fit, val)
-    problem = LogisticProblem(fit_s)
-    curve: list[dict[str, Any]] = []
-    best: LogisticFit | None = None
-    current: LogisticFit | None = None
-    progress(label, 0, len(grid))
-    for i, lam in enumerate(grid):
-        current = problem.solve(lam, tol, max_iter, init=current)
-        top1, _ = accuracies(current.predict(val_s.x), val_s.y)
-        if best is None or top1 > max(p["val_top1"] for p in curve):
-            best = current
-        curve.append(
-            {
-                "value": lam,
-                "val_top1": top1,
-                "iterations": current.iterations,
-                "converged": current.converged,
-            }
-        )
-        progress(label, i + 1, len(grid))
-    chosen = first_best([p["val_top1"] for p in curve])
-    lam = grid[chosen]
-    refit_s, test_s = standardized(refit, test) if standardize else (refit, test)
-    final = LogisticProblem(refit_s).solve(lam, tol, max_iter, init=best)
-    test_top1, test_mpc = accuracies(final.predict(test_s.x), test.y)
+    with _threads_for(refit, len(torch.unique(refit.y))):
+        fit_s, val_s = standardized(fit, val) if standardize else (fit, val)
+        problem = LogisticProblem(fit_s)
+        curve: list[dict[str, Any]] = []
+        best: LogisticFit | None = None
+        current: LogisticFit | None = None
+        previous: LogisticFit | None = None
+        progress(label, 0, len(grid))
+        for i, lam in enumerate(grid):
+            start = current
+            if current is not None and previous is not None:  # secant step along log λ
+                start = replace(current, theta=2 * current.theta - previous.theta)
+            previous, current = current, problem.solve(lam, tol, max_iter, init=start)
+            top1, _ = accuracies(current.predict(val_s.x), val_s.y)
+            if best is None or top1 > max(p["val_top1"] for p in curve):
+                best = current
+            curve.append(
+                {
+                    "value": lam,
+                    "val_top1": top1,
+                    "iterations": current.iterations,
+                    "converged": current.converged,
+                }
+            )
+            progress(label, i + 1, len(grid))
+        chosen = first_best([p["val_top1"] for p in curve])
+        lam = grid[chosen]
+        refit_s, test_s = standardized(refit, test) if standardize else (refit, test)
+        final = LogisticProblem(refit_s).solve(lam, tol, max_iter, init=best)
+        test_top1, test_mpc = accuracies(final.predict(test_s.x), test.y)
     return {
         "test_top1": test_top1,
         "test_mean_per_class": test_mpc,
