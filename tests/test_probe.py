@@ -87,6 +87,32 @@ def test_sweep_chooses_validation_argmax_and_refits() -> None:
     assert out["chosen_sklearn_C"] == pytest.approx(1 / (out["chosen"] * 300))
 
 
+def test_standardize_uses_fit_statistics_for_the_sweep_and_refit_ones_for_test() -> None:
+    x, y = blobs(200, 4, 2.0, seed=11)
+    x = x * np.array([1000.0, 1.0, 0.01, 5.0])  # wildly different feature scales
+    test_x, test_y = blobs(100, 4, 2.0, seed=12)
+    test_x = test_x * np.array([1000.0, 1.0, 0.01, 5.0])
+    fit, val, test = feats(x[:150], y[:150]), feats(x[150:], y[150:]), feats(test_x, test_y)
+    grid = lambda_grid(6, 1e-4, 1e1)
+    ours = linear_probe(fit, val, fit.cat(val), test, grid, tol=1e-8, standardize=True)
+
+    def z(rows: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        return (rows - ref.mean(0)) / ref.std(0)
+
+    by_hand = linear_probe(
+        feats(z(x[:150], x[:150]), y[:150]),
+        feats(z(x[150:], x[:150]), y[150:]),
+        feats(z(x, x), y),
+        feats(z(test_x, x), test_y),
+        grid,
+        tol=1e-8,
+    )
+    assert [p["val_top1"] for p in ours["val_curve"]] == [
+        p["val_top1"] for p in by_hand["val_curve"]
+    ]
+    assert ours["chosen"] == by_hand["chosen"] and ours["test_top1"] == by_hand["test_top1"]
+
+
 @pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
 def test_accuracies_match_sklearn() -> None:
     rng = np.random.default_rng(0)

@@ -59,7 +59,8 @@ def probe(
     method: Annotated[
         list[str] | None,
         typer.Option(
-            "--method", help="linear, ridge, knn or all: repeat or comma-separate [linear,knn]."
+            "--method",
+            help="linear, ridge, knn or all: repeat or comma-separate (default: linear,knn).",
         ),
     ] = None,
     grid: Annotated[int, typer.Option("--grid", help="Number of λ values (linear, ridge).")] = 45,
