@@ -27,8 +27,8 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from lossxfer.data import held_out
-from lossxfer.probe.common import Features, first_best
-from lossxfer.probe.linear import ONE_THREAD_BELOW, lambda_grid, linear_probe
+from lossxfer.probe.common import ONE_THREAD_BELOW, Features, first_best
+from lossxfer.probe.linear import lambda_grid, linear_probe
 
 
 def features(n: int, dim: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from lossxfer.probe.common import Features, accuracies, first_best
+from lossxfer.probe.common import Features, accuracies, first_best, one_thread_if_small
 from lossxfer.progress import ProgressFn, no_progress
 
 K_GRID = (200, 100, 50, 20, 10, 5, 1)  # preference order on ties: smoother (larger k) first
@@ -63,19 +63,21 @@ def knn_probe(
     label: str = "knn",
 ) -> dict[str, Any]:
     """Choose (vote, k) on fit → val; classify test against refit (train + val)."""
-    progress(label, 0, 2)
-    candidates = [(v, k) for v in VOTES for k in K_GRID if k <= len(fit)]
-    predictions = knn_predict(fit, val.x, candidates)
-    scores = [accuracies(predictions[c], val.y)[0] for c in candidates]
-    curve = [
-        {"value": k, "vote": v, "val_top1": s} for (v, k), s in zip(candidates, scores, strict=True)
-    ]
-    progress(label, 1, 2)
-    chosen = first_best(scores)
-    vote, k = candidates[chosen]
-    pred = knn_predict(refit, test.x, [(vote, k)])[(vote, k)]
-    test_top1, test_mpc = accuracies(pred, test.y)
-    progress(label, 2, 2)
+    with one_thread_if_small(refit):
+        progress(label, 0, 2)
+        candidates = [(v, k) for v in VOTES for k in K_GRID if k <= len(fit)]
+        predictions = knn_predict(fit, val.x, candidates)
+        scores = [accuracies(predictions[c], val.y)[0] for c in candidates]
+        curve = [
+            {"value": k, "vote": v, "val_top1": s}
+            for (v, k), s in zip(candidates, scores, strict=True)
+        ]
+        progress(label, 1, 2)
+        chosen = first_best(scores)
+        vote, k = candidates[chosen]
+        pred = knn_predict(refit, test.x, [(vote, k)])[(vote, k)]
+        test_top1, test_mpc = accuracies(pred, test.y)
+        progress(label, 2, 2)
     return {
         "test_top1": test_top1,
         "test_mean_per_class": test_mpc,

@@ -15,16 +15,21 @@ grid). Carrying curvature pairs from one λ to the next (y += Δλ·s on W) gave
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch.optim.lbfgs import _strong_wolfe
 
-from lossxfer.probe.common import LAMBDA_TIE_RULE, Features, accuracies, first_best, standardized
+from lossxfer.probe.common import (
+    LAMBDA_TIE_RULE,
+    Features,
+    accuracies,
+    first_best,
+    one_thread_if_small,
+    standardized,
+)
 from lossxfer.progress import ProgressFn, no_progress
 
 GRID_PARAMETRISES = (
@@ -33,20 +38,6 @@ GRID_PARAMETRISES = (
 )
 STOP_RULE = "max |gradient| <= tol (as scikit-learn's gtol), or no progress, or max_iter"
 MEMORY = 20  # curvature pairs kept
-ONE_THREAD_BELOW = 1 << 24  # multiply-adds per X·Wᵀ under which one thread is faster
-
-
-@contextlib.contextmanager
-def _threads_for(data: Features, classes: int) -> Iterator[None]:
-    """One CPU thread for small problems: there, intra-op threads cost more than they save,
-    and on a shared node they spin (3200 × 128 × 20, 2 cores under load: 0.4 s vs 20 s)."""
-    before = torch.get_num_threads()
-    if data.x.device.type == "cpu" and data.x.numel() * classes < ONE_THREAD_BELOW:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def lambda_grid(points: int, lo: float, hi: float) -> list[float]:
@@ -189,7 +180,7 @@ def linear_probe(
     label: str = "linear",
 ) -> dict[str, Any]:
     """The protocol of REFERENCE.md §4: sweep `grid` on fit → val, choose λ, refit → test."""
-    with _threads_for(refit, len(torch.unique(refit.y))):
+    with one_thread_if_small(refit):
         fit_s, val_s = standardized(fit, val) if standardize else (fit, val)
         problem = LogisticProblem(fit_s)
         curve: list[dict[str, Any]] = []

@@ -14,7 +14,14 @@ from typing import Any
 
 import torch
 
-from lossxfer.probe.common import LAMBDA_TIE_RULE, Features, accuracies, first_best, standardized
+from lossxfer.probe.common import (
+    LAMBDA_TIE_RULE,
+    Features,
+    accuracies,
+    first_best,
+    one_thread_if_small,
+    standardized,
+)
 from lossxfer.progress import ProgressFn, no_progress
 
 GRID_PARAMETRISES = (
@@ -75,21 +82,22 @@ def ridge_probe(
     label: str = "ridge",
 ) -> dict[str, Any]:
     """Sweep `grid` (strongest first) on fit → val, choose λ, refit on refit → test."""
-    progress(label, 0, len(grid) + 1)
-    if standardize:
-        (fit, val), (refit, test) = standardized(fit, val), standardized(refit, test)
-    spectrum = ridge_spectrum(fit)
-    projected = spectrum.project(val.x)
-    curve = [
-        {"value": lam, "val_top1": accuracies(spectrum.predict(projected, lam), val.y)[0]}
-        for lam in grid
-    ]
-    progress(label, len(grid), len(grid) + 1)
-    chosen = first_best([p["val_top1"] for p in curve])
-    final = ridge_spectrum(refit)
-    pred = final.predict(final.project(test.x), grid[chosen])
-    test_top1, test_mpc = accuracies(pred, test.y)
-    progress(label, len(grid) + 1, len(grid) + 1)
+    with one_thread_if_small(refit):
+        progress(label, 0, len(grid) + 1)
+        if standardize:
+            (fit, val), (refit, test) = standardized(fit, val), standardized(refit, test)
+        spectrum = ridge_spectrum(fit)
+        projected = spectrum.project(val.x)
+        curve = [
+            {"value": lam, "val_top1": accuracies(spectrum.predict(projected, lam), val.y)[0]}
+            for lam in grid
+        ]
+        progress(label, len(grid), len(grid) + 1)
+        chosen = first_best([p["val_top1"] for p in curve])
+        final = ridge_spectrum(refit)
+        pred = final.predict(final.project(test.x), grid[chosen])
+        test_top1, test_mpc = accuracies(pred, test.y)
+        progress(label, len(grid) + 1, len(grid) + 1)
     return {
         "test_top1": test_top1,
         "test_mean_per_class": test_mpc,
