@@ -11,15 +11,15 @@ import typer
 
 from lossxfer import __version__
 
-HELP = """\
-Study how a classifier's training objective shapes its features and their transferability
-(Kornblith et al., "Why Do Better Loss Functions Lead to Less Transferable Features?", 2021).
-
-Every verb reads files and writes files: checkpoints (.safetensors), activation stores (.h5)
-and result records (.json), so verbs compose in shell scripts and SLURM job arrays.
-
-Example: lossxfer train --data digits --classes 0-4 --loss cosine_softmax -o runs/cos
-"""
+HELP = (
+    "Study how a classifier's training objective shapes its features and their "
+    'transferability (Kornblith et al., "Why Do Better Loss Functions Lead to Less '
+    'Transferable Features?", NeurIPS 2021).\n\n'
+    "Every verb reads files and writes files: checkpoints (.safetensors), activation stores "
+    "(.h5) and result records (.json), so verbs compose in shell scripts and SLURM job arrays. "
+    "A study: train → extract → probe, separation, cka → report.\n\n"
+    "Example: lossxfer train --data digits --classes 0-4 --loss cosine_softmax -o runs/cos"
+)
 
 EPILOG = "Exit status: 0 ok, 1 internal error, 2 usage, 3 bad input file, 4 device unavailable, \
 5 diverged, 130 interrupted, 143 preempted after saving state."
