@@ -153,11 +153,10 @@ def timed(argv: list[object]) -> float:
 
 
 def plan(rng: random.Random, hooks: list[tuple[str, int]], wall: float, delays: int) -> list[Kill]:
-    """Kill points: each hook kind at a random call number, before or after; random delays."""
+    """Kill points: each hook at a random call number (before or after it), in order, so that
+    every one lands whatever the machine's speed; then kills after random delays."""
     kills = [Kill(what, rng.randint(1, most), rng.random() < 0.5) for what, most in hooks]
-    kills += [Kill(delay=rng.uniform(0.0, wall)) for _ in range(delays)]
-    rng.shuffle(kills)
-    return kills
+    return kills + [Kill(delay=rng.uniform(0.0, wall)) for _ in range(delays)]
 
 
 def tensors(path: Path) -> dict[str, np.ndarray]:
@@ -203,9 +202,10 @@ def test_train_killed_anywhere_resumes_to_identical_weights(tmp_path: Path) -> N
     args = ["--data", DATA, "--epochs", 3, "--batch-size", 4, "--seed", 5, "-q", "--device", "cpu"]
     wall = timed(["train", *args, "-o", tmp_path / "base"])
     base = tmp_path / "base"
-    # Renames: state and model at each of 3 epoch ends, then the final model and train.json.
-    # Each run resumes where the last one died, so early call numbers are the ones that land.
-    kills = plan(rng, [("replace", 3)] * 3 + [("write_text", 1)], wall / 2, delays=2)
+    # Renames: state and model at each of 3 epoch ends, then the final model and train.json (8).
+    # Each run resumes where the last one died and three kills at renames 1-2 use at most 6 of
+    # them, so each lands; the write of train.json comes in every run that gets to the end.
+    kills = plan(rng, [("replace", 2)] * 3 + [("write_text", 1)], wall / 2, delays=2)
     run = tmp_path / "run"
     injected = 0
     for kill in [*kills, None]:
@@ -215,6 +215,8 @@ def test_train_killed_anywhere_resumes_to_identical_weights(tmp_path: Path) -> N
             assert code == 0
         elif code == KILLED:
             injected += 1
+        else:
+            assert kill.what == "delay", f"{kill} did not land (exit {code})"
         # whatever exists under a final name is complete
         if (run / "model.safetensors").exists():
             load_checkpoint(run / "model.safetensors")
@@ -223,7 +225,7 @@ def test_train_killed_anywhere_resumes_to_identical_weights(tmp_path: Path) -> N
         if (run / "train.json").exists():
             load_result(run / "train.json")
         assert visible(run) <= {"model.safetensors", "state.safetensors", "train.json"}
-    assert injected >= 4, f"only {injected} of {len(kills)} kills landed"
+    assert injected >= 4, f"only {injected} of {len(kills)} kills landed"  # the 4 hooks
     assert same_arrays(tensors(run / "model.safetensors"), tensors(base / "model.safetensors"))
     done, ref = load_result(run / "train.json"), load_result(base / "train.json")
     assert done.metrics == ref.metrics
@@ -246,10 +248,11 @@ def test_extract_killed_anywhere_leaves_no_partial_store(ckpt: Path, tmp_path: P
     for kill in kills:
         code = forked(["extract", *args, "-o", out, "--force"], kill)
         injected += code == KILLED
+        assert code == KILLED or kill.what == "delay", f"{kill} did not land (exit {code})"
         if out.exists():  # only ever complete
             assert same_arrays(store_rows(out), reference), kill
         assert visible(out.parent) <= {"acts.h5"}
-    assert injected >= 5
+    assert injected >= 4  # the hooks; a delay may come after the end
     assert forked(["extract", *args, "-o", out, "--force"]) == 0
     assert same_arrays(store_rows(out), reference)
     leftovers = [p for p in out.parent.iterdir() if p.name.startswith(".")]
