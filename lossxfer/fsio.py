@@ -24,6 +24,11 @@ def check_output(path: str | os.PathLike[str], force: bool) -> Path:
         raise UsageError(f"{out}: is a directory, expected a file path")
     if out.exists() and not force:
         raise UsageError(f"{out}: exists (use --force to overwrite)")
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():  # before any work, not at the end when writing fails
+        raise UsageError(f"{out}: cannot be created, {folder} is not a directory")
     return out
 
 
