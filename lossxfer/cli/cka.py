@@ -111,6 +111,12 @@ def cka(
     for path in (out, plot):
         if path is not None:
             check_output(path, force)
+    if plot is not None:  # matplotlib refuses other suffixes, but only after all the work
+        from matplotlib.figure import Figure
+
+        kinds = Figure().canvas.get_supported_filetypes()
+        if plot.suffix.lower().lstrip(".") not in kinds:
+            raise UsageError(f"--plot {plot}: use a suffix of {', '.join(sorted(kinds))}")
     config = CkaConfig(
         store_a=str(inputs[0]),
         store_b=str(inputs[1]) if len(inputs) > 1 and not merge else None,
