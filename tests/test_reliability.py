@@ -854,6 +854,25 @@ def option_cells() -> Iterator[Cell]:
             yield Cell(verb.split("_")[0] if verb != "store_merge" else verb, "output",
                        f"directory_{verb}", is_dir, 2, "adir")  # fmt: skip
 
+    def plot_suffix(env: Env) -> list[object]:
+        return ["cka", env.art.acts, "--plot", env.tmp / "out" / "heat.txt", "--backend", "numpy"]
+
+    yield Cell("cka", "option", "plot_suffix_unknown", plot_suffix, 2, "--plot")
+
+    under_a_file = {
+        "separation": lambda env, o: ["separation", env.art.acts, "-o", o],
+        "extract": lambda env, o: ["extract", env.art.ckpt, "--data", DATA, "-o", o, *CPU],
+        "report": lambda env, o: ["report", env.art.sep, "-o", o],
+        "train": lambda env, o: ["train", "--data", DATA, "-o", o, "--epochs", 1, *CPU],
+    }
+    for verb, fn in under_a_file.items():
+
+        def below_file(env: Env, fn=fn) -> list[object]:
+            blocker = env.out("blocker")
+            return fn(env, blocker / "sub" / "result.out")
+
+        yield Cell(verb, "output", "parent_is_a_file", below_file, 2, "blocker")
+
     def train_out_file(env: Env) -> list[object]:
         target = env.out("not_a_dir")
         return ["train", "--data", DATA, "-o", target, "--epochs", 1, *CPU]
