@@ -68,8 +68,13 @@ class Result:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
+MAX_RECORD_BYTES = 64 << 20  # records are small; `report DIR` may meet big foreign *.json
+
+
 def load_result(path: str | os.PathLike[str]) -> Result:
     p = require_file(path)
+    if p.stat().st_size > MAX_RECORD_BYTES:
+        raise InputError(f"{p}: {p.stat().st_size >> 20} MiB is too large for a result record")
     try:
         # NaN/Infinity are not JSON; lossxfer writes them as null, so read them as null too.
         data = json.loads(p.read_text(encoding="utf-8"), parse_constant=lambda _: None)
