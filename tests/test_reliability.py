@@ -343,6 +343,13 @@ def _rec_r2_str(d: dict) -> None:
         layer["r2"] = "0.9"
 
 
+def huge(src: Path, dst: Path) -> None:
+    """A 200 MB sparse file that starts like the valid one (e.g. a big foreign *.json)."""
+    with open(dst, "wb") as fh:
+        fh.write(src.read_bytes()[:64])
+        fh.truncate(200 << 20)
+
+
 GENERIC: dict[str, Callable[[Path, Path], None]] = {
     "missing": lambda src, dst: None,
     "empty": lambda src, dst: dst.write_bytes(b""),
@@ -401,6 +408,7 @@ BY_KIND: dict[str, dict[str, Callable[[Path, Path], None]]] = {
         "json_list": edit_json(_rec_list),
         "model_string": edit_json(_rec_model_str),
         "invalid_json": lambda src, dst: dst.write_text(src.read_text()[:-3] + "}}}"),
+        "huge": huge,
     },
 }
 
