@@ -358,6 +358,7 @@ GENERIC: dict[str, Callable[[Path, Path], None]] = {
     "pickle": bad_pickle,
     "text": lambda src, dst: dst.write_text("hello, world\n"),
     "directory": lambda src, dst: dst.mkdir(),
+    "fifo": lambda src, dst: os.mkfifo(dst),  # reading it would block for ever
 }
 
 BY_KIND: dict[str, dict[str, Callable[[Path, Path], None]]] = {
