@@ -65,6 +65,7 @@ def test_backbone_is_the_checkpoints_and_head_is_new(source: Path) -> None:
     assert tuned.backbone is not network.backbone  # cells never share weights
 
 
+@pytest.mark.slow
 def test_record_checkpoint_and_frozen_backbone(source: Path, tmp_path: Path) -> None:
     result = ft.finetune(config(source, tmp_path, freeze_backbone=True))
     metrics = result.metrics
@@ -102,6 +103,7 @@ def test_grid_choice_is_validation_argmax() -> None:
         ft.choose(grid[:1])
 
 
+@pytest.mark.slow
 def test_diverged_cell_is_recorded_and_refit_never_sees_test(
     source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -98,6 +98,7 @@ def test_resume_equals_uninterrupted(
     assert resumed["test_top1"] == uninterrupted["test_top1"]
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights_other_seed_differs(tmp_path: Path, reference: Path) -> None:
     train(config(tmp_path / "again"))
     assert_same(
