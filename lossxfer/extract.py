@@ -60,6 +60,7 @@ class ExtractConfig:
     split_seed: int = 0
     download: bool = False
     device: str = "auto"
+    threads: int | None = None  # CPU intra-op threads; None: auto (backend.cpu_threads)
     workers: int = 4  # DataLoader processes for file-backed datasets
     shard: str | None = None  # "i/N": rows [i·n/N, (i+1)·n/N) of every split, 0 ≤ i < N
     force: bool = False
@@ -85,7 +86,7 @@ def shard_range(n: int, shard: tuple[int, int] | None) -> tuple[int, int]:
 
 def run_extract(config: ExtractConfig, progress: ProgressFn | None = None) -> Result:
     """Extract the configured layers of every split into `config.out`; the `extract` result."""
-    from lossxfer.backend import resolve_device
+    from lossxfer.backend import cpu_threads, resolve_device
     from lossxfer.checkpoint import load_checkpoint
 
     started = time.perf_counter()
@@ -125,7 +126,8 @@ def run_extract(config: ExtractConfig, progress: ProgressFn | None = None) -> Re
     forward_s = 0.0
     streaming = time.perf_counter()
     writer.attrs = attrs
-    with writer as w:
+    sample_numel = meta.input.channels * meta.input.size**2
+    with cpu_threads(device, config.threads, sample_numel), writer as w:
         for name, split in splits.items():
             lo, hi = ranges[name]
             w.create_split(name, hi - lo, specs)

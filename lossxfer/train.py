@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lossxfer.backend import resolve_device
+from lossxfer.backend import cpu_threads, resolve_device
 from lossxfer.checkpoint import CheckpointMeta, load_tensors, save_checkpoint, save_tensors
 from lossxfer.data import Split, load_data
 from lossxfer.distributed import Dist, rescale_step
@@ -99,6 +99,7 @@ class RunOptions:
     deterministic: bool = False
     compile: bool = False
     workers: int = 0
+    threads: int | None = None  # CPU intra-op threads; None: auto (backend.cpu_threads)
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,12 @@ def fit(
 
     started = time.perf_counter()
     images = 0
-    with _deterministic(run.deterministic), _StopSignals() as stop:
+    sample_numel = int(math.prod(train.dataset[0][0].shape))
+    with (
+        _deterministic(run.deterministic),
+        cpu_threads(device, run.threads, sample_numel),
+        _StopSignals() as stop,
+    ):
         network.train()
         if freeze_backbone:
             network.backbone.eval()

@@ -7,6 +7,7 @@ go to stderr: a Rich bar on a terminal, plain log lines otherwise (SLURM logs), 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -126,6 +127,24 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing outp
 DebugOpt = Annotated[
     bool, typer.Option("--debug", help="Show debug logs and full tracebacks on errors.")
 ]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        help="CPU threads for torch (0: one per core). Default: 1 for images ≤ 64 px, where "
+        "more threads only slow tiny convolutions down, else one per core; OMP_NUM_THREADS, "
+        "when set, is respected.",
+        show_default=False,
+    ),
+]
+
+
+def cpu_threads_option(threads: int | None) -> int | None:
+    """--threads, or 0 (torch's default, which reads OMP_NUM_THREADS) when that is set."""
+    if threads is None and os.environ.get("OMP_NUM_THREADS"):
+        return 0
+    return threads
+
 
 LOG = logging.getLogger("lossxfer")
 

@@ -15,7 +15,9 @@ from lossxfer.cli.common import (
     JsonOpt,
     Output,
     QuietOpt,
+    ThreadsOpt,
     complete_path,
+    cpu_threads_option,
     parse_list,
 )
 
@@ -73,6 +75,7 @@ def extract(
     ] = None,
     split_seed: Annotated[int, typer.Option("--split-seed", help="Seed of the val hold-out.")] = 0,
     download: Annotated[bool, typer.Option("--download", help="Fetch a missing dataset.")] = False,
+    threads: ThreadsOpt = None,
     workers: Annotated[
         int, typer.Option("--workers", help="Loader processes (file datasets).")
     ] = 4,
@@ -100,8 +103,8 @@ def extract(
         layers=tuple(parse_list(layers) or ("penultimate", "logits")),
         pool=pool, dtype=dtype, compression=compression, batch_size=batch_size, limit=limit,
         classes=tuple(chosen) if chosen is not None else None, val_fraction=val_fraction,
-        split_seed=split_seed, download=download, device=device, workers=workers, shard=shard,
-        force=force,
+        split_seed=split_seed, download=download, device=device,
+        threads=cpu_threads_option(threads), workers=workers, shard=shard, force=force,
     )  # fmt: skip
     with Output(json_, quiet, debug) as ui:
         ui.emit(run_extract(config, progress=ui.progress), render=_summary)

@@ -16,7 +16,9 @@ from lossxfer.cli.common import (
     Output,
     QuietOpt,
     SeedOpt,
+    ThreadsOpt,
     complete_path,
+    cpu_threads_option,
     parse_list,
 )
 from lossxfer.cli.train import (
@@ -96,6 +98,7 @@ def finetune(
         ),
     ] = False,
     workers: WorkersOpt = 0,
+    threads: ThreadsOpt = None,
     deterministic: DeterministicOpt = False,
     resume: ResumeOpt = False,
     device: DeviceOpt = "auto",
@@ -138,7 +141,7 @@ def finetune(
         split_seed=split_seed,
         refit=refit,
         freeze_backbone=freeze_backbone,
-        run=RunOptions(device, seed, deterministic, False, workers),
+        run=RunOptions(device, seed, deterministic, False, workers, cpu_threads_option(threads)),
         resume=resume,
         force=force,
     )

@@ -16,6 +16,8 @@ from lossxfer.cli.common import (
     Output,
     QuietOpt,
     SeedOpt,
+    ThreadsOpt,
+    cpu_threads_option,
 )
 
 if TYPE_CHECKING:
@@ -130,6 +132,7 @@ def train(
     val_fraction: ValFractionOpt = 0.1,
     split_seed: SplitSeedOpt = 0,
     workers: WorkersOpt = 0,
+    threads: ThreadsOpt = None,
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the network.")] = False,
     deterministic: DeterministicOpt = False,
     resume: ResumeOpt = False,
@@ -173,7 +176,7 @@ def train(
             warmup_epochs=warmup_epochs,
             ema=ema,
         ),
-        run=RunOptions(device, seed, deterministic, compile_, workers),
+        run=RunOptions(device, seed, deterministic, compile_, workers, cpu_threads_option(threads)),
         resume=resume,
         force=force,
     )
