@@ -28,12 +28,12 @@ from lossxfer.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from lossxfer.data import Data, Split, load_data
 from lossxfer.distributed import Dist
 from lossxfer.errors import DivergedError, InputError, UsageError
-from lossxfer.fsio import check_output, sha256, write_text_atomic
+from lossxfer.fsio import sha256, write_text_atomic
 from lossxfer.nets import Network
 from lossxfer.objectives import Objective, make_objective
 from lossxfer.progress import ProgressFn
 from lossxfer.results import Result, input_record
-from lossxfer.train import FitResult, OptimConfig, RunOptions, evaluate, fit
+from lossxfer.train import FitResult, OptimConfig, RunOptions, evaluate, fit, guard_run_dir
 
 
 @dataclass(frozen=True)
@@ -103,16 +103,7 @@ def run_paths(out: str | Path) -> tuple[Path, Path, Path]:
 def check_run_dir(out: str | Path, resume: bool, force: bool) -> None:
     """Before any work: refuse to clobber a finished or interrupted run unless told how."""
     model, record, cells = run_paths(out)
-    if Path(out).exists() and not Path(out).is_dir():
-        raise UsageError(f"{out}: exists and is not a directory")
-    if resume:
-        if not cells.is_dir():
-            raise InputError(f"{cells}: no fine-tuning state to resume from")
-        return
-    check_output(model, force)
-    check_output(record, force)
-    if cells.exists() and not force:
-        raise UsageError(f"{cells}: exists (use --resume to continue, --force to start over)")
+    guard_run_dir(out, (model, record), cells, resume, force)
 
 
 def finetune(

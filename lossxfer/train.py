@@ -614,14 +614,22 @@ def run_paths(out: str | Path) -> tuple[Path, Path, Path]:
 def check_run_dir(out: str | Path, resume: bool, force: bool) -> None:
     """Before any work: refuse to clobber a finished or interrupted run unless told how."""
     model, state, record = run_paths(out)
+    guard_run_dir(out, (model, record), state, resume, force)
+
+
+def guard_run_dir(
+    out: str | Path, outputs: tuple[Path, ...], state: Path, resume: bool, force: bool
+) -> None:
+    """The run-directory rule of train and finetune: `state` (a file or folder) is what
+    --resume continues from; the outputs and the state are never overwritten without --force."""
     if Path(out).exists() and not Path(out).is_dir():
         raise UsageError(f"{out}: exists and is not a directory")
     if resume:
         if not state.exists():
-            raise InputError(f"{state}: no training state to resume from")
+            raise InputError(f"{state}: no saved state to resume from")
         return
-    check_output(model, force)
-    check_output(record, force)
+    for output in outputs:
+        check_output(output, force)
     if state.exists() and not force:
         raise UsageError(f"{state}: exists (use --resume to continue, --force to start over)")
 

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
     from lossxfer.data import DataSpec
+    from lossxfer.distributed import Dist
+    from lossxfer.progress import ProgressFn
     from lossxfer.results import Result
 
 
@@ -280,6 +282,30 @@ def parse_list(values: Iterable[str] | None) -> list[str]:
     for value in values or ():
         out.extend(part.strip() for part in value.split(",") if part.strip())
     return out
+
+
+def run_on_ranks(
+    device: str,
+    output: tuple[bool, bool, bool],
+    work: Callable[[ProgressFn | None, Dist], Result],
+    render: Callable[[Result], Any],
+) -> None:
+    """Run a training verb as one process or as one rank of a torchrun launch.
+
+    The launch is read from torchrun's RANK/WORLD_SIZE/LOCAL_RANK here, in the CLI; only rank
+    0 prints (the library sees that only rank 0 writes). `output` is (json, quiet, debug).
+    """
+    from lossxfer.distributed import DistContext, session
+
+    json_, quiet, debug = output
+    launch = DistContext.from_env(os.environ)
+    launch.check_device(device)
+    main = launch.is_main
+    with Output(json_ and main, quiet or not main, debug) as ui, session(launch, device) as dist:
+        # A bar per epoch on a terminal; elsewhere the library's one log line per epoch.
+        result = work(ui.progress if ui.stderr_tty and main else None, dist)
+        if main:
+            ui.emit(result, render=render)
 
 
 def data_spec(text: str) -> DataSpec:

@@ -13,13 +13,14 @@ from lossxfer.cli.common import (
     DeviceOpt,
     ForceOpt,
     JsonOpt,
-    Output,
     QuietOpt,
     SeedOpt,
     ThreadsOpt,
     complete_path,
     cpu_threads_option,
+    data_spec,
     parse_list,
+    run_on_ranks,
 )
 from lossxfer.cli.train import (
     BatchOpt,
@@ -113,10 +114,7 @@ def finetune(
     Under torchrun: DistributedDataParallel, --batch-size per process, learning rates scaled
     by the world size; rank 0 writes and prints.
     """
-    import os
-
     from lossxfer.data import parse_classes
-    from lossxfer.distributed import DistContext, session
     from lossxfer.finetune import FinetuneConfig, check_run_dir
     from lossxfer.finetune import finetune as run_finetune
     from lossxfer.objectives import parse_loss_opts
@@ -125,7 +123,7 @@ def finetune(
     ids = parse_classes(classes)
     config = FinetuneConfig(
         checkpoint=str(checkpoint),
-        data=data,
+        data=str(data_spec(data)),
         out=str(out),
         classes=tuple(ids) if ids is not None else None,
         loss=loss,
@@ -147,14 +145,12 @@ def finetune(
     )
     config.check()
     check_run_dir(out, resume, force)
-    launch = DistContext.from_env(os.environ)  # torchrun's RANK/WORLD_SIZE; else one process
-    launch.check_device(device)
-    main = launch.is_main  # only rank 0 prints (and writes: the library sees to that)
-    with Output(json_ and main, quiet or not main, debug) as ui, session(launch, device) as dist:
-        shown = ui.progress if ui.stderr_tty and main else None
-        result = run_finetune(config, progress=shown, dist=dist)
-        if main:
-            ui.emit(result, render=render_grid)
+    run_on_ranks(
+        device,
+        (json_, quiet, debug),
+        lambda progress, dist: run_finetune(config, progress=progress, dist=dist),
+        render_grid,
+    )
 
 
 def render_grid(result: Result) -> Any:

@@ -13,33 +13,16 @@ from lossxfer.cli.common import (
     DeviceOpt,
     ForceOpt,
     JsonOpt,
-    Output,
     QuietOpt,
     SeedOpt,
     ThreadsOpt,
     cpu_threads_option,
+    data_spec,
+    run_on_ranks,
 )
 
 if TYPE_CHECKING:
     from lossxfer.results import Result
-
-
-def complete_loss(incomplete: str) -> list[str]:
-    from lossxfer.objectives import OBJECTIVES
-
-    return [n for n in OBJECTIVES.names() if n.startswith(incomplete)]
-
-
-def complete_arch(incomplete: str) -> list[str]:
-    from lossxfer.models import ARCHS
-
-    return [n for n in ARCHS.names() if n.startswith(incomplete)]
-
-
-def complete_data(incomplete: str) -> list[str]:
-    from lossxfer.data import DATASETS
-
-    return [n for n in DATASETS.names() if n.startswith(incomplete)]
 
 
 RunDirOpt = Annotated[
@@ -56,7 +39,6 @@ DataOpt = Annotated[
     typer.Option(
         "--data",
         help="Data spec: digits, synthetic, cifar10:ROOT, imagefolder:PATH, …",
-        autocompletion=complete_data,
     ),
 ]
 ClassesOpt = Annotated[
@@ -67,7 +49,6 @@ LossOpt = Annotated[
     typer.Option(
         "--loss",
         help="Objective, e.g. softmax, label_smoothing, cosine_softmax, squared_error.",
-        autocompletion=complete_loss,
     ),
 ]
 LossOptsOpt = Annotated[
@@ -105,7 +86,7 @@ def train(
     data: DataOpt,
     out: RunDirOpt,
     arch: Annotated[
-        str, typer.Option("--arch", help="Architecture.", autocompletion=complete_arch)
+        str, typer.Option("--arch", help="Architecture: smallcnn, resnet18 or resnet50.")
     ] = "smallcnn",
     loss: LossOpt = "softmax",
     loss_opt: LossOptsOpt = None,
@@ -148,17 +129,14 @@ def train(
     Under torchrun: DistributedDataParallel (nccl on GPUs, gloo on the CPU), --batch-size per
     process, learning rate scaled by the world size; rank 0 writes and prints.
     """
-    import os
-
     from lossxfer.data import parse_classes
-    from lossxfer.distributed import DistContext, session
     from lossxfer.objectives import parse_loss_opts
     from lossxfer.train import OptimConfig, RunOptions, TrainConfig, check_run_dir
     from lossxfer.train import train as run_train
 
     ids = parse_classes(classes)
     config = TrainConfig(
-        data=data,
+        data=str(data_spec(data)),
         out=str(out),
         arch=arch,
         loss=loss,
@@ -182,15 +160,12 @@ def train(
     )
     config.optim.check()
     check_run_dir(out, resume, force)
-    launch = DistContext.from_env(os.environ)  # torchrun's RANK/WORLD_SIZE; else one process
-    launch.check_device(device)
-    main = launch.is_main  # only rank 0 prints (and writes: the library sees to that)
-    with Output(json_ and main, quiet or not main, debug) as ui, session(launch, device) as dist:
-        # A bar per epoch on a terminal; elsewhere the library's one log line per epoch.
-        shown = ui.progress if ui.stderr_tty and main else None
-        result = run_train(config, progress=shown, dist=dist)
-        if main:
-            ui.emit(result, render=render_accuracy)
+    run_on_ranks(
+        device,
+        (json_, quiet, debug),
+        lambda progress, dist: run_train(config, progress=progress, dist=dist),
+        render_accuracy,
+    )
 
 
 def render_accuracy(result: Result) -> Any:
