@@ -51,7 +51,8 @@ class Preempted(Interrupted):
 
 EXIT_CODES = {
     0: "success",
-    1: "internal error (a bug: please report it with --debug output)",
+    1: "internal error, or an output that could not be written (disk full, permissions); "
+    "the message says which",
     2: "usage or configuration error",
     3: "bad or missing input file or dataset",
     4: "requested device or backend unavailable",

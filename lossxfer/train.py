@@ -373,6 +373,7 @@ def _check_finite(
                 f"training diverged: loss is {value} at epoch {bad_epoch + 1} step "
                 f"{bad_i + 1}/{per_epoch}; "
                 + (f"the files of epoch {last_epoch} are kept" if last_epoch else "nothing saved")
+                + " (a smaller --lr or a longer --warmup-epochs usually helps)"
             )
     return values
 
