@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,6 +43,7 @@ def atomic_path(path: str | os.PathLike[str], force: bool = False) -> Iterator[P
     final = check_output(path, force)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(final)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     except OSError as exc:
         raise LossxferError(f"{final}: cannot write: {exc.strerror or exc}") from exc
@@ -60,6 +63,22 @@ def atomic_path(path: str | os.PathLike[str], force: bool = False) -> Iterator[P
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+STALE_AFTER_S = 600.0
+
+
+def remove_stale_temporaries(final: Path) -> None:
+    """Delete temporaries of `final` that a killed writer left (untouched for 10 minutes).
+
+    A live writer touches its temporary as it writes; a killed one (SIGKILL at the end of a
+    preemption grace period) leaves it behind, and a requeued job would pile them up.
+    """
+    now = time.time()
+    for leftover in final.parent.glob(f".{glob.escape(final.name)}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if now - leftover.stat().st_mtime > STALE_AFTER_S:
+                leftover.unlink()
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str, force: bool = False) -> Path:
