@@ -6,7 +6,8 @@ in eval mode: the SGD linear probe) on the train split with `train.fit` — the 
 The best cell is retrained on train+val (`refit`) and evaluated on test.
 
 Run directory: model.safetensors, finetune.json, and cells/ with one state file per cell plus
-grid.json (the scores so far), so `--resume` skips finished cells and continues the current one.
+grid.state (JSON: the scores so far), so `--resume` skips finished cells and continues the
+current one. Not `.json`: it is resumable state, not a result record for `report` to find.
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ def finetune(
                 dist=dist,
             )
 
-    grid_path = cells / "grid.json"
+    grid_path = cells / "grid.state"
     grid = load_grid(grid_path, run_identity) if config.resume and grid_path.exists() else []
     train_split, val_split = data.split("train", augment=True), data.split("val")
     cells_todo = [(lr, wd) for lr in config.lrs for wd in config.weight_decays]

@@ -283,7 +283,7 @@ def test_two_processes_train_like_one(tmp_path: Path) -> None:
     assert sorted(p.name for p in ft.iterdir()) == ["cells", "finetune.json", "model.safetensors"]
     assert sorted(p.name for p in (ft / "cells").iterdir()) == [
         "cell0.state.safetensors",
-        "grid.json",
+        "grid.state",
     ]
 
 

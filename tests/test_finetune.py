@@ -162,7 +162,7 @@ def test_resume_after_preemption_equals_uninterrupted(source: Path, tmp_path: Pa
 
     with pytest.raises(Preempted, match=r"cell1\.state\.safetensors"):
         ft.finetune(config(source, tmp_path / "cut"), progress=preempt_in_cell1)
-    assert len(json.loads((tmp_path / "cut/cells/grid.json").read_text())["cells"]) == 1
+    assert len(json.loads((tmp_path / "cut/cells/grid.state").read_text())["cells"]) == 1
     with pytest.raises(UsageError, match="lrs"):
         ft.finetune(config(source, tmp_path / "cut", resume=True, lrs=(0.1, 0.02)))
     resumed = ft.finetune(config(source, tmp_path / "cut", resume=True))
