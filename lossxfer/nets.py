@@ -9,13 +9,26 @@ from torch import nn
 
 
 class Backbone(nn.Module):
-    """Images → penultimate features (N × feature_dim), with hookable named layers."""
+    """Images → penultimate features (N × feature_dim), with hookable named layers.
+
+    Subclasses build `stem`, `blocks` (in forward order) and `pool`; the forward pass and the
+    layer names (`stem`, `block1`…`blockN`, REFERENCE.md §3) are the same for all of them.
+    """
 
     feature_dim: int
+    stem: nn.Module
+    blocks: nn.ModuleList
+    pool: nn.Module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x)
+        return torch.flatten(self.pool(x), 1)
 
     def named_layers(self) -> dict[str, nn.Module]:
         """`stem`, `block1`…`blockN` in forward order → the module whose output is that layer."""
-        raise NotImplementedError
+        return {"stem": self.stem, **{f"block{i + 1}": b for i, b in enumerate(self.blocks)}}
 
     def layer_names(self) -> list[str]:
         return list(self.named_layers())
@@ -61,15 +74,6 @@ class SmallCNN(Backbone):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.feature_dim = widths[-1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for block in self.blocks:
-            x = block(x)
-        return torch.flatten(self.pool(x), 1)
-
-    def named_layers(self) -> dict[str, nn.Module]:
-        return {"stem": self.stem, **{f"block{i + 1}": b for i, b in enumerate(self.blocks)}}
-
 
 class ResNet(Backbone):
     """A torchvision ResNet as a backbone: stem → residual blocks → final ReLU → global avg pool.
@@ -108,12 +112,3 @@ class ResNet(Backbone):
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.feature_dim = net.fc.in_features
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for block in self.blocks:
-            x = block(x)
-        return torch.flatten(self.pool(x), 1)
-
-    def named_layers(self) -> dict[str, nn.Module]:
-        return {"stem": self.stem, **{f"block{i + 1}": b for i, b in enumerate(self.blocks)}}
