@@ -17,7 +17,6 @@ from lossxfer.cli.common import (
     Output,
     QuietOpt,
     SeedOpt,
-    _complete_layer,
     complete_path,
     parse_list,
 )
@@ -46,14 +45,13 @@ def cka(
     split: Annotated[str, typer.Option("--split", help="Store split to read.")] = "test",
     layers: Annotated[
         list[str] | None,
-        typer.Option("--layers", "--layer", help=_LAYERS, autocompletion=_complete_layer),
+        typer.Option("--layers", "--layer", help=_LAYERS),
     ] = None,
     layers_b: Annotated[
         list[str] | None,
         typer.Option(
             "--layers-b",
             help="Layers of store B (default: as --layers).",
-            autocompletion=_complete_layer,
         ),
     ] = None,
     estimator: Annotated[
