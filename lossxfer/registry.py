@@ -7,7 +7,7 @@ listing names for --help and tab completion stays instant.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 from lossxfer.errors import UsageError
@@ -45,6 +45,18 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._items)
+
+
+def check_choice(kind: str, name: str, choices: Iterable[str]) -> str:
+    """Return `name` if it is one of `choices`, else raise UsageError (exit 2) with a did-you-mean.
+
+    The one validation every name-valued option and spec key goes through, so a typo is never
+    silently accepted and every message reads the same.
+    """
+    options = list(choices)
+    if name not in options:
+        raise UsageError(unknown_name_message(kind, name, options))
+    return name
 
 
 def unknown_name_message(kind: str, name: str, choices: list[str]) -> str:
