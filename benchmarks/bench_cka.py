@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from lossxfer.cka import CkaConfig, run_cka
-from lossxfer.cka.run import batch_plan
+from lossxfer.similarity import CkaConfig, run_cka
+from lossxfer.similarity.run import batch_plan
 from lossxfer.store import LayerSpec, StoreWriter
 
 
@@ -230,7 +230,7 @@ def rss(args: argparse.Namespace, widths: list[int], folder: Path) -> None:
         # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent
         code = (
             "import json, time\n"
-            "from lossxfer.cka import CkaConfig, run_cka\n"
+            "from lossxfer.similarity import CkaConfig, run_cka\n"
             "t = time.perf_counter()\n"
             f"run_cka(CkaConfig({str(store)!r}, estimator='debiased', device={args.device!r}))\n"
             "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +26,7 @@ from lossxfer.fsio import check_output, sha256
 from lossxfer.progress import ProgressFn, no_progress
 from lossxfer.registry import unknown_name_message
 from lossxfer.results import Result
+from lossxfer.shards import parse_shard, shard_range
 from lossxfer.store import LayerSpec, StoreWriter
 
 if TYPE_CHECKING:
@@ -64,24 +64,6 @@ class ExtractConfig:
     workers: int = 4  # DataLoader processes for file-backed datasets
     shard: str | None = None  # "i/N": rows [i·n/N, (i+1)·n/N) of every split, 0 ≤ i < N
     force: bool = False
-
-
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """'2/8' → (2, 8) with 0 ≤ i < N; anything else is a usage error (exit 2)."""
-    if text is None:
-        return None
-    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
-    if not m or not 0 <= int(m.group(1)) < int(m.group(2)):
-        raise UsageError(f"--shard {text!r}: expected i/N with 0 ≤ i < N (e.g. 0/4 … 3/4)")
-    return int(m.group(1)), int(m.group(2))
-
-
-def shard_range(n: int, shard: tuple[int, int] | None) -> tuple[int, int]:
-    """Rows [lo, hi) of a split of n rows that shard i of N takes (contiguous, in index order)."""
-    if shard is None:
-        return 0, n
-    i, count = shard
-    return n * i // count, n * (i + 1) // count
 
 
 def run_extract(config: ExtractConfig, progress: ProgressFn | None = None) -> Result:

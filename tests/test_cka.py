@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lossxfer.cka import CkaConfig, compute_shard, merge_shards, run_cka, write_shard
-from lossxfer.cka.run import batch_plan
 from lossxfer.errors import DeviceError, InputError, UsageError
+from lossxfer.similarity import CkaConfig, compute_shard, merge_shards, run_cka, write_shard
+from lossxfer.similarity.run import batch_plan
 from lossxfer.store import LayerSpec, StoreWriter
 
 # -- brute force (REFERENCE.md §5), float64, n × n Grams ---------------------------------------
@@ -349,7 +349,7 @@ def test_torch_cpu_backend_agrees_with_numpy(tmp_path: Path, estimator: str, n: 
 
 def test_unavailable_backends(pair) -> None:  # type: ignore[no-untyped-def]
     from lossxfer.backend import cupy_available
-    from lossxfer.cka.backends import get_backend
+    from lossxfer.similarity.backends import get_backend
 
     with pytest.raises(UsageError, match="--backend numpy runs on the CPU"):
         get_backend("numpy", "cuda")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from test_cka import matrix, net_layers, write_store
 
-from lossxfer.cka import CkaConfig, compute_shard, merge_shards, run_cka, write_shard
+from lossxfer.similarity import CkaConfig, compute_shard, merge_shards, run_cka, write_shard
 
 ESTIMATORS = ["linear", "debiased", "minibatch", "rbf"]
 
@@ -68,8 +68,8 @@ def test_torch_cuda_agrees_with_numpy(stores: CkaConfig, estimator: str) -> None
 def test_cupy_kernels_match_the_generic_centring() -> None:
     import cupy
 
-    from lossxfer.cka.backends import NumpyOps
     from lossxfer.kernels import cka as kernels
+    from lossxfer.similarity.backends import NumpyOps
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(33, 7))

@@ -100,7 +100,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         dataset={"spec": "synthetic", "label": "synthetic"},
         timing={"wall_s": 0.1},
     ).write(root / "sep.json")  # fmt: skip
-    from lossxfer.cka import CkaConfig, compute_shard, write_shard
+    from lossxfer.similarity import CkaConfig, compute_shard, write_shard
 
     shards = [
         write_shard(
@@ -397,7 +397,7 @@ def test_store_datasets(
 
 def merge_with(other: Path) -> Callable[[Path], None]:
     def merge(path: Path) -> None:
-        from lossxfer.cka.shard import merge_shards, read_shard
+        from lossxfer.similarity.shard import merge_shards, read_shard
 
         read_shard(path)
         merge_shards([path, other])

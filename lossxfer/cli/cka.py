@@ -95,10 +95,11 @@ def cka(
     debug: DebugOpt = False,
 ) -> None:
     """Centered kernel alignment between the layers of one or two activation stores."""
-    from lossxfer.cka import CkaConfig, compute_shard, merge_shards, run_cka, write_shard
-    from lossxfer.cka.plot import plot_heatmap
     from lossxfer.errors import UsageError
     from lossxfer.fsio import check_output
+    from lossxfer.shards import parse_shard
+    from lossxfer.similarity import CkaConfig, compute_shard, merge_shards, run_cka, write_shard
+    from lossxfer.similarity.plot import plot_heatmap
 
     if merge and shard:
         raise UsageError("--merge and --shard exclude each other")
@@ -130,7 +131,7 @@ def cka(
         device=device,
         seed=seed,
         block_rows=block_rows,
-        shard=_parse_shard(shard) if shard else None,
+        shard=parse_shard(shard),
     )
     with Output(json_, quiet, debug) as ui:
         if shard and out is not None:
@@ -152,15 +153,6 @@ def cka(
         if plot is not None:
             plot_heatmap(result, plot, force)
         ui.emit(result, render=_table)
-
-
-def _parse_shard(text: str) -> tuple[int, int]:
-    from lossxfer.errors import UsageError
-
-    index, _, parts = text.partition("/")
-    if not (index.strip().isdigit() and parts.strip().isdigit()) or int(parts) < 1:
-        raise UsageError(f"--shard {text!r}: expected i/N, e.g. 0/8 (0 ≤ i < N)")
-    return int(index), int(parts)
 
 
 def _table(result: Result) -> Table:

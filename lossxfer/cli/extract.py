@@ -91,8 +91,9 @@ def extract(
     """Extract activations of a checkpoint on a dataset into an HDF5 store."""
     from lossxfer.cli.common import data_spec
     from lossxfer.data import parse_classes
-    from lossxfer.extract import ExtractConfig, parse_shard, run_extract
+    from lossxfer.extract import ExtractConfig, run_extract
     from lossxfer.fsio import check_output
+    from lossxfer.shards import parse_shard
 
     check_output(out, force)
     parse_shard(shard)

@@ -18,8 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from lossxfer.cka.backends import Ops, get_backend
-from lossxfer.cka.estimators import (
+from lossxfer.errors import InputError, UsageError
+from lossxfer.progress import ProgressFn, no_progress
+from lossxfer.results import Result, input_record
+from lossxfer.similarity.backends import Ops, get_backend
+from lossxfer.similarity.estimators import (
     Layout,
     Minibatch,
     Streaming,
@@ -28,9 +31,6 @@ from lossxfer.cka.estimators import (
     finish_streaming,
     rbf_hsic,
 )
-from lossxfer.errors import InputError, UsageError
-from lossxfer.progress import ProgressFn, no_progress
-from lossxfer.results import Result, input_record
 from lossxfer.store import Store, check_aligned, open_store
 
 LOG = logging.getLogger("lossxfer")

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from lossxfer.cka.backends import Array, Ops
+from lossxfer.similarity.backends import Array, Ops
 
 Sums = dict[str, Any]  # name → float64 array; every entry adds across row blocks and shards
 

@@ -19,14 +19,15 @@ from typing import Any
 import numpy as np
 
 from lossxfer import __version__
-from lossxfer.cka.backends import get_backend
-from lossxfer.cka.estimators import Layout, Sums
-from lossxfer.cka.run import CkaConfig, accumulate, finish, make_result, open_job, units
 from lossxfer.errors import InputError, UsageError
 from lossxfer.formats import CKA_SHARD, check_format
 from lossxfer.fsio import atomic_path, require_file
 from lossxfer.progress import ProgressFn, no_progress
 from lossxfer.results import Result, input_record
+from lossxfer.shards import shard_range
+from lossxfer.similarity.backends import get_backend
+from lossxfer.similarity.estimators import Layout, Sums
+from lossxfer.similarity.run import CkaConfig, accumulate, finish, make_result, open_job, units
 
 # Fields that must agree between the shards of one computation.
 _SAME = ("estimator", "split", "layers_a", "layers_b", "widths_a", "widths_b", "pick", "n", "unit")
@@ -49,7 +50,7 @@ def compute_shard(config: CkaConfig, progress: ProgressFn | None = None) -> Shar
     index, parts = config.shard
     with open_job(config) as job:
         unit, total = units(job)
-        lo, hi = index * total // parts, (index + 1) * total // parts
+        lo, hi = shard_range(total, config.shard)
         part = accumulate(job, ops, lo, hi, progress or no_progress)
         stores = job.stores()
         meta = {
