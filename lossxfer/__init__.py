@@ -1,3 +1,54 @@
-"""lossxfer: how the training objective shapes representations and their transferability."""
+"""lossxfer: how the training objective shapes representations and their transferability.
+
+The public API (docs/api.md) is exported lazily (PEP 562): `import lossxfer` imports nothing
+heavy, and each name imports its module (numpy, torch, ...) when it is first used. `_EXPORTS`
+is the one table of public names; the `TYPE_CHECKING` imports below repeat it for mypy and
+IDEs, and a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    # errors (each maps to a CLI exit code)
+    "LossxferError": "lossxfer.errors",
+    "UsageError": "lossxfer.errors",
+    "InputError": "lossxfer.errors",
+    "DeviceError": "lossxfer.errors",
+    "DivergedError": "lossxfer.errors",
+    # result records
+    "Record": "lossxfer.results",
+    "Result": "lossxfer.results",
+    "load_result": "lossxfer.results",
+}
+
+__all__ = ["__version__", *_EXPORTS]  # noqa: PLE0604  (the table is the one list)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lossxfer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
+
+if TYPE_CHECKING:
+    # `import X as X`: re-exported for type checkers, one line per name so merges stay clean
+    from lossxfer.errors import DeviceError as DeviceError
+    from lossxfer.errors import DivergedError as DivergedError
+    from lossxfer.errors import InputError as InputError
+    from lossxfer.errors import LossxferError as LossxferError
+    from lossxfer.errors import UsageError as UsageError
+    from lossxfer.results import Record as Record
+    from lossxfer.results import Result as Result
+    from lossxfer.results import load_result as load_result

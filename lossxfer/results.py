@@ -1,7 +1,12 @@
-"""The result record: one JSON document per measurement (DESIGN.md §2).
+"""The result record: one JSON document per measurement (docs/formats.md), and typed results.
 
 `report` needs nothing but these records, so everything needed to group and compare results
 (model provenance, evaluated dataset, configuration) is stored in each one.
+
+The library's array functions (`class_separation`, `linear_probe`, ...) return `Record`
+subclasses: dataclasses whose fields are the keys of their piece of a record (one layer's
+separation metrics, one probe method's numbers). The store runners build their records from
+the same objects, so the notebook and the CLI cannot disagree about names or numbers.
 """
 
 from __future__ import annotations
@@ -11,13 +16,17 @@ import datetime as _dt
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from lossxfer import __version__
 from lossxfer.errors import InputError
 from lossxfer.formats import RESULT, check_format
 from lossxfer.fsio import require_file, sha256, write_text_atomic
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 KINDS = ("train", "extract", "probe", "finetune", "cka", "separation")
 
@@ -66,6 +75,87 @@ class Result:
             if key in data and not isinstance(data[key], typ):
                 raise InputError(f"{source}: field {key!r} must be a JSON {typ.__name__}")
         return cls(**{k: v for k, v in data.items() if k in names})
+
+    def __rich__(self) -> Table:
+        """A summary for Rich and notebooks: provenance, then every scalar metric."""
+        label = self.dataset.get("label") if isinstance(self.dataset, dict) else None
+        rows = {
+            "model": " ".join(str(self.model[k]) for k in ("arch", "objective") if k in self.model),
+            "dataset": label,
+            **_flatten(self.metrics),
+        }
+        return _table(f"{self.kind} result", rows)
+
+
+R = TypeVar("R", bound="Record")
+
+
+class Record:
+    """Base of the typed results: a dataclass whose fields are the keys of its piece of a
+    `lossxfer.result/1` record. A field `extra: dict` carries method-specific keys, which
+    `to_dict` writes beside the fields and `from_dict` collects."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The piece of the record, JSON-ready (NaN and infinity become None)."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        extra = data.pop("extra", {})
+        out = to_jsonable({**data, **extra})
+        assert isinstance(out, dict)
+        return out
+
+    @classmethod
+    def from_dict(cls: type[R], data: Mapping[str, Any], source: object = "result") -> R:
+        """Read the piece back; a missing field, or an unknown key without `extra`, is an
+        InputError naming `source`."""
+        if not isinstance(data, Mapping):
+            raise InputError(f"{source}: expected a JSON object for {cls.__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        known = {k: v for k, v in data.items() if k in fields and k != "extra"}
+        rest = {k: v for k, v in data.items() if k not in known}
+        missing = [
+            name
+            for name, f in fields.items()
+            if name not in known
+            and name != "extra"
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
+        if missing:
+            raise InputError(f"{source}: {cls.__name__} lacks {', '.join(missing)}")
+        if rest and "extra" not in fields:
+            raise InputError(f"{source}: {cls.__name__} has no field {sorted(rest)[0]!r}")
+        return cls(**known, **({"extra": rest} if "extra" in fields else {}))
+
+    def __rich__(self) -> Table:
+        """Scalars as they are; lists and tables summarised (`to_dict()` has them all)."""
+        return _table(type(self).__name__, _flatten(self.to_dict()))
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts → 'a.b' keys; lists become their length (a summary, not the data)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            out[name] = f"[{len(value)} items]"
+        else:
+            out[name] = value
+    return out
+
+
+def _table(title: str, rows: Mapping[str, Any]) -> Table:
+    from rich.box import SIMPLE_HEAD
+    from rich.table import Table
+
+    table = Table(title=title, box=SIMPLE_HEAD, show_header=False, pad_edge=False)
+    table.add_column(no_wrap=True)
+    table.add_column(justify="right")
+    for key, value in rows.items():
+        if value is not None and value != "":
+            table.add_row(key, format(value, ".4g") if isinstance(value, float) else str(value))
+    return table
 
 
 MAX_RECORD_BYTES = 64 << 20  # records are small; `report DIR` may meet big foreign *.json
