@@ -286,10 +286,11 @@ def test_out_file_format_from_suffix_and_no_clobber(cli, study: Path, tmp_path: 
 
 
 def test_plots_are_written_with_labelled_axes(cli, study: Path, tmp_path: Path) -> None:
-    from lossxfer.plots import figures
     from lossxfer.report import ReportConfig, run_report
+    from lossxfer.report.plots import figures
 
-    figs = figures(run_report(ReportConfig(paths=(study,))))
+    rep = run_report(ReportConfig(paths=(study,)))
+    figs = figures(rep.runs, rep.cka, rep.config.layer)
     assert set(figs) == {
         "r2_vs_transfer",
         "source_vs_transfer",
@@ -339,7 +340,7 @@ def test_welch_t_test_equals_scipy(a: list[float], b: list[float]) -> None:
 
     from scipy import stats
 
-    from lossxfer.report import Cell, welch_p
+    from lossxfer.report.stats import Cell, welch_p
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -356,7 +357,8 @@ def test_welch_t_test_equals_scipy(a: list[float], b: list[float]) -> None:
 def test_correlations_equal_scipy(pairs: list[tuple[float, float]]) -> None:
     from scipy import stats
 
-    from lossxfer.report import RunKey, RunPoint, correlation
+    from lossxfer.report.records import RunKey
+    from lossxfer.report.tables import RunPoint, correlation
 
     xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
     if len(set(xs)) < 2 or len(set(ys)) < 2:

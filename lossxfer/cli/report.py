@@ -20,15 +20,39 @@ from lossxfer.cli.common import (
     parse_list,
 )
 
-TABLE_HELP = (
-    "Tables to show, comma-separated, or all (the default: every table the records allow). "
-    "summary: the study's compact table — source accuracy, linear and kNN transfer averaged over "
-    "the transfer datasets, R², CKA with the baseline at --layer — with the Pearson and Spearman "
-    "correlation of R² and transfer over runs beneath. transfer: source accuracy and probe "
-    "accuracy per transfer dataset and their average. separation: R² and the other separation "
-    "statistics. finetune: fine-tuning accuracy per dataset. cka: per layer, CKA between seeds of "
-    "one objective vs between objectives."
-)
+
+def _table_help() -> str:
+    from lossxfer.report.tables import TABLES, table_help
+
+    tables = " ".join(f"{name}: {table_help(name)}." for name in TABLES)
+    return (
+        "Tables to show, comma-separated, or all (the default: every table the records allow). "
+        + tables
+    )
+
+
+def _format_help() -> str:
+    from lossxfer.report.formats import FORMATS
+
+    formats = ", ".join(
+        f"{name} ({fmt.suffix})" if (fmt := FORMATS.get(name)).suffix else name for name in FORMATS
+    )
+    return (
+        f"Output format: {formats}. Default: from the -o suffix in brackets, else rich. "
+        "--json is --format json."
+    )
+
+
+def _complete_table(incomplete: str) -> list[str]:
+    from lossxfer.report.tables import TABLES
+
+    return [n for n in [*TABLES.names(), "all"] if n.startswith(incomplete)]
+
+
+def _complete_format(incomplete: str) -> list[str]:
+    from lossxfer.report.formats import FORMATS
+
+    return [n for n in FORMATS.names() if n.startswith(incomplete)]
 
 
 @app.command(
@@ -45,14 +69,12 @@ def report(
             autocompletion=complete_path(".json"),
         ),
     ],
-    table: Annotated[str, typer.Option("--table", help=TABLE_HELP)] = "all",
+    table: Annotated[
+        str, typer.Option("--table", help=_table_help(), autocompletion=_complete_table)
+    ] = "all",
     format_: Annotated[
         str | None,
-        typer.Option(
-            "--format",
-            help="rich, markdown, csv, tsv, latex or json (default: from the -o suffix "
-            ".md/.csv/.tsv/.tex/.json, else rich). --json is --format json.",
-        ),
+        typer.Option("--format", help=_format_help(), autocompletion=_complete_format),
     ] = None,
     baseline: Annotated[
         str,
@@ -88,6 +110,7 @@ def report(
     """Paper-style tables (mean ± std over seeds, best bold, † t-test vs baseline) and plots."""
     from lossxfer.errors import InputError, UsageError
     from lossxfer.fsio import check_output, write_text_atomic
+    from lossxfer.registry import check_choice
     from lossxfer.report import (
         FORMATS,
         TABLES,
@@ -100,13 +123,11 @@ def report(
 
     if json_ and format_ not in (None, "json"):
         raise UsageError(f"--json conflicts with --format {format_}")
-    fmt = "json" if json_ else format_ or format_for(out)
-    if fmt not in FORMATS:
-        raise UsageError(f"--format {fmt}: choose from {', '.join(FORMATS)}")
-    tables = parse_list([table])
+    fmt = check_choice("report format", "json" if json_ else format_ or format_for(out), FORMATS)
+    tables = [check_choice("table", t, [*TABLES.names(), "all"]) for t in parse_list([table])]
     config = ReportConfig(
         paths=tuple(paths),
-        tables=TABLES if "all" in tables else tuple(tables),
+        tables=None if "all" in tables else tuple(tables),
         baseline=baseline,
         layer=layer,
         cka_estimator=cka_estimator,

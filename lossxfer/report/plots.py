@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lossxfer.fsio import atomic_path, check_output
-from lossxfer.report import CkaPair, Report, RunPoint, correlation, describe_correlation, run_points
+from lossxfer.report.records import CkaPair, RunData
+from lossxfer.report.tables import RunPoint, correlation, describe_correlation, run_points
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -20,29 +21,27 @@ if TYPE_CHECKING:
 EXTENSIONS = ("png", "svg")
 
 
-def figures(report: Report) -> dict[str, Figure]:
-    """Every figure the report's data allows, by file stem."""
-    points = run_points(report.runs)
-    layer = report.config.layer
+def figures(runs: list[RunData], cka: list[CkaPair], layer: str) -> dict[str, Figure]:
+    """Every figure the data allows, by file stem."""
+    points = run_points(runs)
     out: dict[str, Figure] = {}
     r2_axis = f"class separation R² ({layer})"
     if fig := _scatter(points, "r2", r2_axis):
         out["r2_vs_transfer"] = fig
     if fig := _scatter(points, "source", "source accuracy (%)"):
         out["source_vs_transfer"] = fig
-    at_layer = [p for p in report.cka if p.layer == layer]
+    at_layer = [p for p in cka if p.layer == layer]
     if at_layer:
         out[f"cka_heatmap_{_slug(layer)}"] = _heatmap(at_layer, layer)
-    if len({p.layer for p in report.cka}) > 1:
-        out["cka_layers"] = _layer_curves(report.cka)
+    if len({p.layer for p in cka}) > 1:
+        out["cka_layers"] = _layer_curves(cka)
     return out
 
 
-def write_plots(report: Report, directory: Path, force: bool) -> list[Path]:
+def write_plots(figs: dict[str, Figure], directory: Path, force: bool) -> list[Path]:
     """Write every figure as PNG and SVG; refuse to overwrite any of them without --force."""
     from matplotlib import rc_context
 
-    figs = figures(report)
     paths = {(stem, ext): directory / f"{stem}.{ext}" for stem in figs for ext in EXTENSIONS}
     for path in paths.values():
         check_output(path, force)
