@@ -30,7 +30,7 @@ from threadpoolctl import threadpool_limits
 
 from lossxfer.data import held_out
 from lossxfer.probe.common import ONE_THREAD_BELOW, Features, first_best
-from lossxfer.probe.linear import lambda_grid, linear_probe
+from lossxfer.probe.linear import lambda_grid, linear_sweep
 
 
 def features(n: int, dim: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +108,7 @@ def main() -> None:
         return Features(torch.from_numpy(rows).double(), torch.from_numpy(labels))
 
     tick = time.perf_counter()
-    ours = linear_probe(
+    ours = linear_sweep(
         tensors(train_x[~held], train_y[~held]),
         tensors(train_x[held], train_y[held]),
         tensors(train_x, train_y),

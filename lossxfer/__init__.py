@@ -24,6 +24,13 @@ _EXPORTS: dict[str, str] = {
     "Record": "lossxfer.results",
     "Result": "lossxfer.results",
     "load_result": "lossxfer.results",
+    # probes (docs/method.md §4)
+    "linear_probe": "lossxfer.probe.arrays",
+    "ridge_probe": "lossxfer.probe.arrays",
+    "knn_probe": "lossxfer.probe.arrays",
+    "probe_features": "lossxfer.probe.arrays",
+    "ProbeFit": "lossxfer.probe.methods",
+    "ProbeOptions": "lossxfer.probe.methods",
 }
 
 __all__ = ["__version__", *_EXPORTS]  # noqa: PLE0604  (the table is the one list)
@@ -49,6 +56,12 @@ if TYPE_CHECKING:
     from lossxfer.errors import InputError as InputError
     from lossxfer.errors import LossxferError as LossxferError
     from lossxfer.errors import UsageError as UsageError
+    from lossxfer.probe.arrays import knn_probe as knn_probe
+    from lossxfer.probe.arrays import linear_probe as linear_probe
+    from lossxfer.probe.arrays import probe_features as probe_features
+    from lossxfer.probe.arrays import ridge_probe as ridge_probe
+    from lossxfer.probe.methods import ProbeFit as ProbeFit
+    from lossxfer.probe.methods import ProbeOptions as ProbeOptions
     from lossxfer.results import Record as Record
     from lossxfer.results import Result as Result
     from lossxfer.results import load_result as load_result

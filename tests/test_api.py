@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rich.console import Console
 
 import lossxfer
@@ -112,3 +114,97 @@ def test_records_and_results_render_for_rich() -> None:
     text = _render(result)
     assert "separation result" in text and "smallcnn softmax" in text
     assert "layers.penultimate.r2" in text and "0.25" in text and "digits[0-9]" in text
+
+
+# --- probes: the array functions equal the CLI on the same rows --------------------------------
+
+
+def _probe_data(with_val: bool) -> dict[str, tuple[Any, Any]]:
+    from test_probe import blobs
+
+    x, y = blobs(150, 5, 2.0, seed=21)
+    x = x.astype("float32")  # what a store holds: the CLI reads these very values
+    splits = {"train": (x[:90], y[:90]), "test": (x[90:], y[90:])}
+    if with_val:
+        splits = {"train": (x[:70], y[:70]), "val": (x[70:90], y[70:90]), "test": splits["test"]}
+    return splits
+
+
+@pytest.mark.parametrize("with_val", [False, True], ids=["held-out", "val-split"])
+def test_probe_functions_equal_the_cli(tmp_path: Path, cli: Any, with_val: bool) -> None:
+    import json
+
+    from test_probe import write_store
+
+    splits = _probe_data(with_val)
+    store = write_store(tmp_path / "s.h5", splits)
+    run = cli("probe", store, "--method", "all", "--grid", "7", "--json", "-q")
+    assert run.code == 0, run.stderr
+    record = json.loads(run.stdout)["metrics"]["layers"]["penultimate"]
+    train, test = splits["train"], splits["test"]
+    val = splits.get("val", (None, None))
+    args = (*train, *test, *val)
+    ours = {
+        "linear": lossxfer.linear_probe(*args, grid=7, device="cpu"),
+        "ridge": lossxfer.ridge_probe(*args, grid=7, device="cpu"),
+        "knn": lossxfer.knn_probe(*args, device="cpu"),
+    }
+    for method, fit in ours.items():
+        assert isinstance(fit, lossxfer.ProbeFit)
+        assert fit.to_dict() == record[method], method
+        assert lossxfer.ProbeFit.from_dict(record[method]) == fit
+    assert 0.5 < ours["linear"].test_top1 <= 1 and len(ours["linear"].val_curve) == 7
+
+
+def test_probe_functions_take_torch_tensors_and_check_their_input() -> None:
+    import numpy as np
+    import torch
+
+    (x, y), (tx, ty) = _probe_data(False).values()
+    from_numpy = lossxfer.knn_probe(x, y, tx, ty, device="cpu")
+    from_torch = lossxfer.knn_probe(*map(torch.from_numpy, (x, y, tx, ty)), device="cpu")
+    assert from_numpy == from_torch
+    bad = x.copy()
+    bad[0, 0] = np.inf
+    cases = {
+        "x_train has 1 NaN or infinite values": (bad, y, tx, ty),
+        "x_test: expected rows × features": (x, y, tx[0], ty),
+        "x_train: expected 90 labels": (x, y[:-1], tx, ty),
+        "labels must be integers": (x, y.astype(float), tx, ty),
+        "fewer than 2 classes to fit": (x, np.zeros_like(y), tx, ty),
+        "different widths": (x, y, tx[:, :3], ty),
+    }
+    for message, args in cases.items():
+        with pytest.raises(InputError, match=message):
+            lossxfer.linear_probe(*args, grid=2, device="cpu")
+    with pytest.raises(lossxfer.UsageError, match="did you mean 'linear'"):
+        lossxfer.probe_features("linaer", x, y, tx, ty)
+    with pytest.raises(lossxfer.UsageError, match="--grid must be at least 1"):
+        lossxfer.linear_probe(x, y, tx, ty, grid=0)
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), method=st.sampled_from(["linear", "ridge", "knn"]))
+def test_probes_are_invariant_to_row_order(seed: int, method: str) -> None:
+    """Permuting the rows of every split (val given) changes no choice and no accuracy."""
+    import numpy as np
+
+    data = _probe_data(True)
+    rng = np.random.default_rng(seed)
+    shuffled = {}
+    for name, (x, y) in data.items():
+        order = rng.permutation(len(y))
+        shuffled[name] = (x[order], y[order])
+
+    def run(d: dict[str, tuple[Any, Any]]) -> lossxfer.ProbeFit:
+        options = lossxfer.ProbeOptions(grid=5)
+        args = (*d["train"], *d["test"], *d["val"])
+        return lossxfer.probe_features(method, *args, options=options, device="cpu")
+
+    a, b = run(data), run(shuffled)
+    assert (a.test_top1, a.test_mean_per_class, a.chosen) == (
+        b.test_top1,
+        b.test_mean_per_class,
+        b.chosen,
+    )
+    assert [p["val_top1"] for p in a.val_curve] == [p["val_top1"] for p in b.val_curve]

@@ -14,11 +14,11 @@ from conftest import CliRun
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
-from lossxfer.probe import load_layer, roles
 from lossxfer.probe.common import Features, accuracies
 from lossxfer.probe.knn import K_GRID, TEMPERATURE, VOTES, knn_predict
-from lossxfer.probe.linear import LogisticProblem, lambda_grid, linear_probe
+from lossxfer.probe.linear import LogisticProblem, lambda_grid, linear_sweep
 from lossxfer.probe.ridge import ridge_spectrum
+from lossxfer.probe.run import load_layer
 from lossxfer.store import LayerSpec, StoreWriter, open_store
 
 DATASET = {"spec": "digits", "classes": [0, 1, 2], "label": "digits[0-2]"}
@@ -73,7 +73,7 @@ def test_sweep_chooses_validation_argmax_and_refits() -> None:
     test_x, test_y = blobs(300, 5, 2.5, seed=4)
     grid = lambda_grid(12, 1e-4, 1e2)
     assert grid[0] == 1e2 and grid[-1] == 1e-4 and lambda_grid(45, 1e-6, 1e5)[4] == 1e4
-    out = linear_probe(fit, val, fit.cat(val), feats(test_x, test_y), grid, tol=1e-8)
+    out = linear_sweep(fit, val, fit.cat(val), feats(test_x, test_y), grid, tol=1e-8)
     curve = [p["val_top1"] for p in out["val_curve"]]
     assert [p["value"] for p in out["val_curve"]] == grid and grid[0] > grid[-1]
     best = max(curve)
@@ -94,12 +94,12 @@ def test_standardize_uses_fit_statistics_for_the_sweep_and_refit_ones_for_test()
     test_x = test_x * np.array([1000.0, 1.0, 0.01, 5.0])
     fit, val, test = feats(x[:150], y[:150]), feats(x[150:], y[150:]), feats(test_x, test_y)
     grid = lambda_grid(6, 1e-4, 1e1)
-    ours = linear_probe(fit, val, fit.cat(val), test, grid, tol=1e-8, standardize=True)
+    ours = linear_sweep(fit, val, fit.cat(val), test, grid, tol=1e-8, standardize=True)
 
     def z(rows: np.ndarray, ref: np.ndarray) -> np.ndarray:
         return (rows - ref.mean(0)) / ref.std(0)
 
-    by_hand = linear_probe(
+    by_hand = linear_sweep(
         feats(z(x[:150], x[:150]), y[:150]),
         feats(z(x[150:], x[:150]), y[150:]),
         feats(z(x, x), y),
@@ -172,11 +172,11 @@ def test_protocol_rows_never_overlap(tmp_path: Path, with_val: bool) -> None:
     if with_val:
         splits["val"] = rows(30, 500)
     with open_store(write_store(tmp_path / "s.h5", splits)) as store:
-        plan = roles(store, val_fraction=0.25, seed=1)
-        fit, val, refit, test = load_layer(
-            store, "penultimate", plan, torch.device("cpu"), torch.float64
+        load = lambda: load_layer(  # noqa: E731
+            store, "penultimate", 0.25, 1, torch.device("cpu"), torch.float64
         )
-        again = roles(store, val_fraction=0.25, seed=1)
+        (fit, val, refit, test), source = load()
+        (_, again, _, _), _ = load()
     ids = {
         name: set(f.x[:, 0].tolist())
         for name, f in zip("fvrt", (fit, val, refit, test), strict=True)
@@ -185,12 +185,10 @@ def test_protocol_rows_never_overlap(tmp_path: Path, with_val: bool) -> None:
     assert ids["r"] == ids["f"] | ids["v"] and len(refit) == len(fit) + len(val)
     assert ids["t"] == set(range(1000, 1040))
     if with_val:
-        assert plan.held is None and ids["v"] == set(range(500, 530))
+        assert source == "val split" and ids["v"] == set(range(500, 530))
     else:
-        assert plan.held is not None and again.held is not None
-        assert (
-            plan.held == again.held
-        ).all() and plan.held.sum() == 24  # seeded; 34, 33, 33 rows → 8 each
+        assert source == "held out from train"
+        assert torch.equal(val.x, again.x) and len(val) == 24  # seeded; 34, 33, 33 rows → 8 each
         assert ids["f"] | ids["v"] == set(range(100))
 
 

@@ -326,13 +326,14 @@ def complete_data(incomplete: str) -> list[str]:
     return [name for name in DATASETS.names() if name.startswith(incomplete)]
 
 
-def _registry_names(module: str, attr: str) -> Callable[[str], list[str]]:
-    """Complete from a registry; registries are light, so this imports nothing heavy."""
+def _registry_names(module: str, attr: str, *extra: str) -> Callable[[str], list[str]]:
+    """Complete from a registry (and `extra` words); registries are light, so this imports
+    nothing heavy."""
 
     def complete(incomplete: str) -> list[str]:
         import importlib
 
-        names: list[str] = getattr(importlib.import_module(module), attr).names()
+        names: list[str] = [*getattr(importlib.import_module(module), attr).names(), *extra]
         return [n for n in names if n.startswith(incomplete)]
 
     return complete
@@ -348,7 +349,7 @@ OPTION_COMPLETION: dict[str, Callable[[str], list[str]]] = {
     "--arch": _registry_names("lossxfer.models", "ARCHS"),
     "--data": complete_data,
     "--estimator": _words("linear", "debiased", "minibatch", "rbf"),
-    "--method": _words("linear", "knn", "ridge", "all"),
+    "--method": _registry_names("lossxfer.probe.methods", "PROBES", "all"),
 }
 LAYER_OPTIONS = {"--layer", "--layers", "--layers-b"}
 

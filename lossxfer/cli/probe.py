@@ -20,6 +20,7 @@ from lossxfer.cli.common import (
     StoreArg,
     parse_list,
 )
+from lossxfer.probe.methods import DEFAULT_METHODS, PROBES
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -60,7 +61,8 @@ def probe(
         list[str] | None,
         typer.Option(
             "--method",
-            help="linear, ridge, knn or all: repeat or comma-separate (default: linear,knn).",
+            help=f"{', '.join(PROBES.names())} or all: repeat or comma-separate "
+            f"(default: {','.join(DEFAULT_METHODS)}).",
         ),
     ] = None,
     grid: Annotated[int, typer.Option("--grid", help="Number of λ values (linear, ridge).")] = 45,
@@ -91,7 +93,7 @@ def probe(
     """Linear, ridge and kNN transfer probes of stored layers."""
     from lossxfer.errors import UsageError
     from lossxfer.fsio import check_output
-    from lossxfer.probe import DEFAULT_METHODS, ProbeConfig, run_probe
+    from lossxfer.probe.run import ProbeConfig, run_probe
 
     if out:
         check_output(out, force)

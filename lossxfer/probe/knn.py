@@ -54,7 +54,7 @@ def knn_predict(
     return {c: torch.cat(parts) for c, parts in out.items()}
 
 
-def knn_probe(
+def knn_sweep(
     fit: Features,
     val: Features,
     refit: Features,

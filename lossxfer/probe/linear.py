@@ -167,7 +167,7 @@ class LogisticProblem:
         return LogisticFit(self.classes, mat, iterations, grad_max, grad_max <= tol)
 
 
-def linear_probe(
+def linear_sweep(
     fit: Features,
     val: Features,
     refit: Features,

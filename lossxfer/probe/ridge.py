@@ -71,7 +71,7 @@ def ridge_spectrum(data: Features) -> RidgeSpectrum:
     return RidgeSpectrum(classes, x_mean, t_mean, rows, basis, s.clamp(min=0), a, n)
 
 
-def ridge_probe(
+def ridge_sweep(
     fit: Features,
     val: Features,
     refit: Features,
