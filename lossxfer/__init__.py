@@ -24,6 +24,10 @@ _EXPORTS: dict[str, str] = {
     "Record": "lossxfer.results",
     "Result": "lossxfer.results",
     "load_result": "lossxfer.results",
+    # objectives and architectures
+    "create_objective": "lossxfer.objectives.module",
+    "list_objectives": "lossxfer.objectives.base",
+    "list_architectures": "lossxfer.models",
     # probes (docs/method.md §4)
     "linear_probe": "lossxfer.probe.arrays",
     "ridge_probe": "lossxfer.probe.arrays",
@@ -56,6 +60,9 @@ if TYPE_CHECKING:
     from lossxfer.errors import InputError as InputError
     from lossxfer.errors import LossxferError as LossxferError
     from lossxfer.errors import UsageError as UsageError
+    from lossxfer.models import list_architectures as list_architectures
+    from lossxfer.objectives.base import list_objectives as list_objectives
+    from lossxfer.objectives.module import create_objective as create_objective
     from lossxfer.probe.arrays import knn_probe as knn_probe
     from lossxfer.probe.arrays import linear_probe as linear_probe
     from lossxfer.probe.arrays import probe_features as probe_features

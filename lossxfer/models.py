@@ -9,7 +9,7 @@ before any scaling done in the loss). Builders import torch only when called.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from lossxfer.data import InputSpec
 from lossxfer.registry import Registry
@@ -43,6 +43,21 @@ def resnet50(spec: InputSpec) -> Backbone:
     from lossxfer.nets import ResNet
 
     return ResNet(50, spec.channels, spec.size)
+
+
+class ArchInfo(NamedTuple):
+    """One architecture for docs and notebooks: its key and its one-line description."""
+
+    name: str
+    doc: str
+
+
+def list_architectures() -> list[ArchInfo]:
+    """Every registered architecture in registry order; imports no torch."""
+    return [
+        ArchInfo(name, (ARCHS.get(name).__doc__ or "").strip().splitlines()[0])
+        for name in ARCHS.names()
+    ]
 
 
 def build_network(arch: str, spec: InputSpec, objective: Objective, num_classes: int) -> Network:

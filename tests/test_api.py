@@ -208,3 +208,59 @@ def test_probes_are_invariant_to_row_order(seed: int, method: str) -> None:
         b.chosen,
     )
     assert [p["val_top1"] for p in a.val_curve] == [p["val_top1"] for p in b.val_curve]
+
+
+# --- objectives and architectures -------------------------------------------------------------
+
+
+def test_listing_objectives_and_architectures_imports_no_torch() -> None:
+    code = (
+        "import sys, lossxfer\n"
+        "names = [o.name for o in lossxfer.list_objectives()]\n"
+        "archs = [a.name for a in lossxfer.list_architectures()]\n"
+        "print(names[0], archs[0], 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["softmax", "smallcnn", "False"]
+
+
+def test_list_objectives_gives_options_defaults_and_formula() -> None:
+    infos = {o.name: o for o in lossxfer.list_objectives()}
+    assert len(infos) == 9
+    assert infos["label_smoothing"].options == {"alpha": 0.1, "rescale": True}
+    assert infos["cosine_softmax"].options == {"tau": 0.05, "variant": "paper"}
+    assert "beta·½‖z‖²" in infos["logit_penalty"].doc
+    assert {"smallcnn", "resnet18", "resnet50"} <= {a.name for a in lossxfer.list_architectures()}
+
+
+def test_create_objective_is_the_training_loss_with_its_head() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 8), torch.randint(0, 4, (16,))
+    l2 = lossxfer.create_objective("extra_final_layer_l2", 8, 4, lam=0.5)
+    w = l2.head.weight
+    assert isinstance(l2, torch.nn.Module) and w.shape == (4, 8)
+    expected = F.cross_entropy(l2.head(x), y) + 0.5 * 0.5 * w.square().sum()
+    assert torch.allclose(l2(x, y), expected)
+    l2(x, y).backward()
+    assert w.grad is not None  # the head trains with the loss
+    penalty = lossxfer.create_objective("logit_penalty", 8, 4, beta="0.01")  # CLI strings too
+    z = penalty.head(x)
+    expected = F.cross_entropy(z, y) + 0.01 * 0.5 * z.square().sum(1).mean()
+    assert torch.allclose(penalty(x, y), expected)
+    cosine = lossxfer.create_objective("cosine_softmax", 8, 4)
+    z = F.normalize(x) @ F.normalize(cosine.head.weight).T / 0.05 + cosine.head.bias
+    assert torch.allclose(cosine.head(x), z, atol=1e-5)
+    assert torch.equal(cosine.predict(x), z.argmax(1))
+    assert "cosine_softmax(tau=0.05, variant=paper)" in repr(cosine)
+
+
+def test_create_objective_rejects_unknown_names_and_options() -> None:
+    with pytest.raises(lossxfer.UsageError, match="did you mean 'softmax'"):
+        lossxfer.create_objective("sofmax", 8, 4)
+    with pytest.raises(lossxfer.UsageError, match="softmax has no option 'alpha'"):
+        lossxfer.create_objective("softmax", 8, 4, alpha=0.1)
+    with pytest.raises(lossxfer.UsageError, match="alpha must be in"):
+        lossxfer.create_objective("label_smoothing", 8, 4, alpha=1.5)

@@ -15,7 +15,7 @@ import torch
 from torch.func import functional_call
 
 from lossxfer.errors import UsageError
-from lossxfer.objectives import OBJECTIVES, describe_objectives, make_objective
+from lossxfer.objectives import OBJECTIVES, list_objectives, make_objective
 
 PAPER_ORDER = [
     "softmax",
@@ -70,11 +70,11 @@ def loss_of(
 
 def test_registry_has_the_nine_in_paper_order() -> None:
     assert OBJECTIVES.names() == PAPER_ORDER
-    assert [info.name for info in describe_objectives()] == PAPER_ORDER
+    assert [info.name for info in list_objectives()] == PAPER_ORDER
 
 
 def test_defaults_are_the_paper_values() -> None:
-    for info in describe_objectives():
+    for info in list_objectives():
         assert info.options == DEFAULTS[info.name]
         assert make_objective(info.name).options() == DEFAULTS[info.name]
         assert info.doc and not info.doc.startswith(OBJECTIVES.get(info.name).__name__ + "(")
@@ -323,8 +323,8 @@ def test_dropout_loss_is_softmax_cross_entropy() -> None:
 def test_importing_and_building_objectives_does_not_import_torch() -> None:
     code = (
         "import sys\n"
-        "from lossxfer.objectives import describe_objectives, make_objective\n"
-        "for info in describe_objectives():\n"
+        "from lossxfer.objectives import list_objectives, make_objective\n"
+        "for info in list_objectives():\n"
         "    make_objective(info.name, info.options).describe()\n"
         "heavy = [m for m in ('torch', 'numpy') if m in sys.modules]\n"
         "assert not heavy, heavy\n"

@@ -16,7 +16,7 @@ from lossxfer.objectives.base import (
     OBJECTIVES,
     Objective,
     ObjectiveInfo,
-    describe_objectives,
+    list_objectives,
     make_objective,
     parse_loss_opts,
 )
@@ -25,7 +25,7 @@ __all__ = [
     "OBJECTIVES",
     "Objective",
     "ObjectiveInfo",
-    "describe_objectives",
+    "list_objectives",
     "make_objective",
     "parse_loss_opts",
 ]

@@ -66,14 +66,15 @@ def register(cls: type[Objective]) -> type[Objective]:
 
 
 class ObjectiveInfo(NamedTuple):
-    """One objective for --help and docs: its key, its options with defaults, its one-line doc."""
+    """One objective for --help, docs and notebooks: its key, its options with defaults, and
+    its one-line formula (the class docstring's first line)."""
 
     name: str
     options: dict[str, Any]
     doc: str
 
 
-def describe_objectives() -> list[ObjectiveInfo]:
+def list_objectives() -> list[ObjectiveInfo]:
     """Every registered objective in registry (paper) order; imports no torch."""
     infos = []
     for name in OBJECTIVES.names():
