@@ -32,7 +32,7 @@ pytest: setup
 test: lint typecheck pytest
 
 docs: setup
-	$(BIN)/python -m lossxfer.cli.docs
+	$(BIN)/python tools/gendocs.py
 
 bench: setup
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done

@@ -5,8 +5,8 @@ _lossxfer_completion() {
     local IFS=$'\n'
     COMPREPLY=( $(env COMP_WORDS="${COMP_WORDS[*]}" COMP_CWORD="$COMP_CWORD" \
                   _LOSSXFER_COMPLETE=complete_bash "$1" 2>/dev/null) )
-    # a folder: keep completing inside it instead of ending the word
-    if [[ ${#COMPREPLY[@]} -eq 1 && ${COMPREPLY[0]} == */ ]]; then
+    # a folder or `key=`: keep completing the same word instead of ending it
+    if [[ ${#COMPREPLY[@]} -eq 1 && ${COMPREPLY[0]} == *[/=] ]]; then
         compopt -o nospace
     fi
     return 0

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from PIL import Image
 from scipy.io import savemat
 
-from lossxfer.cli.common import complete_data, data_spec
+from lossxfer.cli.common import data_spec
+from lossxfer.cli.completion import complete_data
 from lossxfer.data import (
     DATASETS,
     DataSpec,

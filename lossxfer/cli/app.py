@@ -29,6 +29,7 @@ app = typer.Typer(
     help=HELP,
     epilog=EPILOG,
     no_args_is_help=True,
+    add_completion=False,  # ours below installs the scripts of completions/, not Typer's
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
@@ -40,26 +41,53 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _install_completion(value: bool) -> None:
+    if value:
+        from pathlib import Path
+
+        from lossxfer.cli.completion import current_shell, install
+
+        shell = current_shell()
+        for path in install(shell, Path.home()):
+            typer.echo(f"{shell} completion: wrote {path}")
+        typer.echo("It takes effect in a new shell.")
+        raise typer.Exit()
+
+
+def _show_completion(value: bool) -> None:
+    if value:
+        from lossxfer.cli.completion import SCRIPTS, current_shell
+        from lossxfer.registry import check_choice
+
+        typer.echo(SCRIPTS[check_choice("shell", current_shell(), SCRIPTS)], nl=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     version: Annotated[
         bool,
         typer.Option("--version", help="Show the version and exit.", callback=_version),
     ] = False,
+    install_completion: Annotated[
+        bool,
+        typer.Option(
+            "--install-completion",
+            help="Install tab completion for the shell named by $SHELL (bash, zsh or fish): "
+            "the scripts of completions/.",
+            callback=_install_completion,
+        ),
+    ] = False,
+    show_completion: Annotated[
+        bool,
+        typer.Option(
+            "--show-completion",
+            help="Print the completion script for $SHELL, to install it elsewhere.",
+            callback=_show_completion,
+        ),
+    ] = False,
 ) -> None:
     """Study how the training objective shapes features and their transferability."""
-
-
-COMPLETE_VAR = "_LOSSXFER_COMPLETE"
-
-
-def _complete(args: list[str]) -> None:
-    """Answer a shell's completion request (Click's protocol; completions/ scripts) and exit."""
-    from lossxfer.cli.common import prepare_completion
-
-    command = typer.main.get_command(app)
-    prepare_completion(command)
-    command.main(args=args, prog_name="lossxfer", complete_var=COMPLETE_VAR)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -67,14 +95,21 @@ def main(argv: list[str] | None = None) -> None:
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
     from typer._click.exceptions import UsageError as ClickUsageError
 
+    from lossxfer.cli.completion import COMPLETE_VAR, prepare
     from lossxfer.errors import LossxferError
 
     args = sys.argv[1:] if argv is None else argv
-    if COMPLETE_VAR in os.environ:
-        _complete(args)
+    command = typer.main.get_command(app)
+    completing = COMPLETE_VAR in os.environ
+    prepare(command, completing)
+    if completing:  # a shell's completion request (completions/ scripts): answer and exit
+        from typer._completion_classes import completion_init
+
+        completion_init()
+        command.main(args=args, prog_name="lossxfer", complete_var=COMPLETE_VAR)
     debug = "--debug" in args or bool(os.environ.get("LOSSXFER_DEBUG"))
     try:
-        rv = app(args=args, prog_name="lossxfer", standalone_mode=False)
+        rv = command.main(args=args, prog_name="lossxfer", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
     except LossxferError as exc:
         if debug:

@@ -17,9 +17,9 @@ from lossxfer.cli.common import (
     Output,
     QuietOpt,
     SeedOpt,
-    complete_path,
     parse_list,
 )
+from lossxfer.cli.completion import complete_path
 
 if TYPE_CHECKING:
     from rich.table import Table

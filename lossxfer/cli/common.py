@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from lossxfer.cli.completion import complete_path
+
 if TYPE_CHECKING:
-    import typer._click as click
     from rich.console import Console
     from rich.progress import Progress, TaskID
 
@@ -28,69 +29,13 @@ if TYPE_CHECKING:
     from lossxfer.results import Result
 
 
-def complete_path(*suffixes: str) -> Callable[[str], list[str]]:
-    """Shell completion of file paths with the given suffixes (any file if none) and folders."""
-
-    def complete(incomplete: str) -> list[str]:
-        folder, _, stem = incomplete.rpartition("/")
-        base = Path(folder or ".")
-        try:
-            entries = sorted(base.iterdir())
-        except OSError:
-            return []
-        prefix = f"{folder}/" if folder else ""
-        return [
-            f"{prefix}{e.name}{'/' if e.is_dir() else ''}"
-            for e in entries
-            if e.name.startswith(stem)
-            and not e.name.startswith(".")
-            and (e.is_dir() or not suffixes or e.name.endswith(suffixes))
-        ]
-
-    return complete
-
-
-def _complete_device(incomplete: str) -> list[str]:
-    return [d for d in ("auto", "cpu", "cuda", "cuda:0", "cuda:1") if d.startswith(incomplete)]
-
-
 DeviceOpt = Annotated[
     str,
     typer.Option(
         "--device",
         help="Where to compute: auto (CUDA if present), cpu, cuda or cuda:N.",
-        autocompletion=_complete_device,
     ),
 ]
-
-
-def _complete_layer(ctx: typer.Context, incomplete: str) -> list[str]:
-    """Layer names of the activation stores given earlier on the line (`--layer a,b` aware).
-
-    Only this completion opens HDF5 (h5py is imported here, when a store is on the line). A
-    store is a parsed parameter, or left unparsed in `ctx.args` when the line is incomplete."""
-    words: list[object] = list(ctx.args)
-    for value in ctx.params.values():
-        words += value if isinstance(value, (list, tuple)) else [value]
-    stores = [Path(str(w)) for w in words if str(w).endswith(".h5") and Path(str(w)).is_file()]
-    head, _, stem = incomplete.rpartition(",")
-    prefix = f"{head}," if head else ""
-    names = ["all"]
-    for store in stores:
-        try:
-            import h5py
-
-            with h5py.File(store, "r") as f:
-                for split in f.values():
-                    if isinstance(split, h5py.Group):
-                        names += [k for k in split if k not in ("labels", "index")]
-        except (OSError, ImportError):
-            pass
-    return [prefix + n for n in dict.fromkeys(names) if n.startswith(stem)]
-
-
-def _complete_split(incomplete: str) -> list[str]:
-    return [s for s in ("train", "val", "test") if s.startswith(incomplete)]
 
 
 StoreArg = Annotated[
@@ -105,14 +50,11 @@ LayerOpt = Annotated[
     typer.Option(
         "--layer",
         help="Layer(s) to use: repeat or comma-separate; `all` for every stored layer.",
-        autocompletion=_complete_layer,
     ),
 ]
 SplitOpt = Annotated[
     str | None,
-    typer.Option(
-        "--split", help="Store split to read: train, val or test.", autocompletion=_complete_split
-    ),
+    typer.Option("--split", help="Store split to read: train, val or test."),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (runs are repeatable).")]
 JsonOpt = Annotated[
@@ -317,75 +259,3 @@ def data_spec(text: str) -> DataSpec:
     from lossxfer.data import DataSpec
 
     return DataSpec.parse(text, default_root=os.environ.get("LOSSXFER_DATA_ROOT"))
-
-
-def complete_data(incomplete: str) -> list[str]:
-    """Shell completion of `--data`: the registered dataset names."""
-    from lossxfer.data import DATASETS
-
-    return [name for name in DATASETS.names() if name.startswith(incomplete)]
-
-
-def _registry_names(module: str, attr: str, *extra: str) -> Callable[[str], list[str]]:
-    """Complete from a registry (and `extra` words); registries are light, so this imports
-    nothing heavy."""
-
-    def complete(incomplete: str) -> list[str]:
-        import importlib
-
-        names: list[str] = [*getattr(importlib.import_module(module), attr).names(), *extra]
-        return [n for n in names if n.startswith(incomplete)]
-
-    return complete
-
-
-def _words(*choices: str) -> Callable[[str], list[str]]:
-    return lambda incomplete: [c for c in choices if c.startswith(incomplete)]
-
-
-# Value completion by option name, for whichever verb declares the option (DESIGN.md §1).
-OPTION_COMPLETION: dict[str, Callable[[str], list[str]]] = {
-    "--loss": _registry_names("lossxfer.objectives", "OBJECTIVES"),
-    "--arch": _registry_names("lossxfer.models", "ARCHS"),
-    "--data": complete_data,
-    "--estimator": _words("linear", "debiased", "minibatch", "rbf"),
-    "--method": _registry_names("lossxfer.probe.methods", "PROBES", "all"),
-}
-LAYER_OPTIONS = {"--layer", "--layers", "--layers-b"}
-
-
-class _Uncoerced:
-    """Typer's value coercion as a no-op (see `prepare_completion`)."""
-
-    def coerce(self, value: Any, param: click.Parameter, ctx: click.Context) -> Any:
-        return value
-
-
-def prepare_completion(command: click.Command) -> None:
-    """Ready the command tree to answer one completion request, fast and fully (`app.main`).
-
-    Completion needs the words on the line, not typed values, and Typer's value coercion
-    imports pydantic (~100 ms per TAB): this short-lived process skips it. `--loss`, `--arch`,
-    `--data`, `--estimator` and `--method` get their value completion in every verb that
-    declares them without its own (or choices), so verbs need not wire it; `--layer(s)` options
-    complete the layer names of the stores on the line.
-    """
-    from typer._click.shell_completion import CompletionItem
-
-    parameter = getattr(typer.core, "_TyperParameter", None)
-    if parameter is not None:
-        parameter.get_runtime_param = lambda self: _Uncoerced()
-    for sub in getattr(command, "commands", {}).values():
-        prepare_completion(sub)
-    for param in command.params:
-        descriptor = getattr(param, "type_descriptor", None)
-        if param._custom_shell_complete is not None or getattr(descriptor, "is_choice", False):
-            continue
-        fn = next((OPTION_COMPLETION[o] for o in param.opts if o in OPTION_COMPLETION), None)
-        complete = _complete_layer if LAYER_OPTIONS & set(param.opts) else None
-        if fn is not None:
-            complete = lambda ctx, incomplete, fn=fn: fn(incomplete)  # noqa: E731
-        if complete is not None:
-            param._custom_shell_complete = lambda ctx, p, incomplete, complete=complete: [
-                CompletionItem(v) for v in complete(ctx, incomplete)
-            ]

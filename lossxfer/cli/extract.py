@@ -16,10 +16,10 @@ from lossxfer.cli.common import (
     Output,
     QuietOpt,
     ThreadsOpt,
-    complete_path,
     cpu_threads_option,
     parse_list,
 )
+from lossxfer.cli.completion import complete_path
 
 if TYPE_CHECKING:
     from lossxfer.results import Result

@@ -16,12 +16,12 @@ from lossxfer.cli.common import (
     QuietOpt,
     SeedOpt,
     ThreadsOpt,
-    complete_path,
     cpu_threads_option,
     data_spec,
     parse_list,
     run_on_ranks,
 )
+from lossxfer.cli.completion import complete_path
 from lossxfer.cli.train import (
     BatchOpt,
     ClassesOpt,

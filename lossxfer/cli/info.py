@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from lossxfer.cli.app import app
-from lossxfer.cli.common import DebugOpt, JsonOpt, Output, QuietOpt, complete_path
+from lossxfer.cli.common import DebugOpt, JsonOpt, Output, QuietOpt
+from lossxfer.cli.completion import complete_path
 
 
 @app.command(

@@ -16,9 +16,9 @@ from lossxfer.cli.common import (
     OutOpt,
     Output,
     QuietOpt,
-    complete_path,
     parse_list,
 )
+from lossxfer.cli.completion import complete_path
 
 
 def _table_help() -> str:

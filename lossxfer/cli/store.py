@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from lossxfer.cli.app import app
-from lossxfer.cli.common import DebugOpt, ForceOpt, JsonOpt, Output, QuietOpt, complete_path
+from lossxfer.cli.common import DebugOpt, ForceOpt, JsonOpt, Output, QuietOpt
+from lossxfer.cli.completion import complete_path
 
 store_app = typer.Typer(help="Work with activation stores.", no_args_is_help=True)
 app.add_typer(store_app, name="store")

@@ -1,0 +1,135 @@
+"""What a file is, from its first bytes, without torch, numpy or h5py (instant).
+
+Verbs call `expect` on their inputs before any heavy import, so a wrong file costs a fraction of
+a second and the message says what the file is and which verb reads it. A safetensors file is
+an 8-byte little-endian header length followed by that many bytes of JSON (the tensor table and
+a string → string `__metadata__`), so its metadata is read here without the safetensors library.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+from pathlib import Path
+from typing import Any
+
+from lossxfer.errors import InputError
+from lossxfer.formats import CHECKPOINT
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+ZIP_SIGNATURE = b"PK\x03\x04"  # torch.save's default container (pickle inside a zip)
+MAX_HEADER = 100 * 2**20  # safetensors' own limit on the JSON header
+
+# kind → (what it is, the verbs that read it)
+KINDS = {
+    "checkpoint": ("a lossxfer checkpoint", "extract, finetune, info"),
+    "state": ("resumable training state", "train --resume"),
+    "safetensors": ("a safetensors file without lossxfer metadata", "info"),
+    "store": ("an HDF5 activation store", "probe, separation, cka, info"),
+    "result": ("a JSON result record", "report, info"),
+    "pickle": ("a pickled PyTorch file (.pth/.bin/.ckpt), which lossxfer never loads", "none"),
+    "run": ("a run directory", "report"),
+}
+PICKLE_ADVICE = (
+    "convert it once, where you trust the file: "
+    "safetensors.torch.save_file(torch.load(PATH), 'model.safetensors')"
+)
+
+
+def safetensors_header(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The JSON header of a safetensors file (tensor table and `__metadata__`), checked."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            head = fh.read(8)
+            length = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+            if not 2 <= length <= min(MAX_HEADER, size - 8):
+                raise InputError(f"{p}: {describe_kind(p)}, not a safetensors file")
+            header = json.loads(fh.read(length))
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InputError(f"{p}: not a safetensors file (its header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise InputError(f"{p}: not a safetensors file (its header is not a JSON object)")
+    data = size - 8 - length
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and 0 <= offsets[0] <= offsets[1]):
+            raise InputError(f"{p}: safetensors entry {key!r} is malformed")
+        if offsets[1] > data:
+            raise InputError(f"{p}: truncated (tensor {key!r} ends past the end of the file)")
+    return header
+
+
+def sniff(path: str | os.PathLike[str]) -> str:
+    """One of KINDS' keys, or 'unknown'; a missing path is an InputError."""
+    p = Path(path)
+    if p.is_dir():
+        return "run"
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(16)
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    if head[:8] == HDF5_SIGNATURE:
+        return "store"
+    if head[:4] == ZIP_SIGNATURE or head[:1] == b"\x80":  # zip container or pickle protocol ≥ 2
+        return "pickle"
+    if len(head) > 8 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] > 1:
+        try:
+            fmt = str(safetensors_header(p).get("__metadata__", {}).get("format", ""))
+        except (InputError, AttributeError):
+            return "unknown"
+        if fmt.startswith("lossxfer.") and "-state/" in fmt:  # lossxfer.train-state/1
+            return "state"
+        return "checkpoint" if fmt == CHECKPOINT else "safetensors"
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "result"
+    return "unknown"
+
+
+def describe_kind(path: Path) -> str:
+    """'an HDF5 activation store (read by probe, separation, cka, info)' or similar."""
+    try:
+        kind = sniff(path)
+    except InputError:
+        return "missing"
+    if kind not in KINDS:
+        return "not a file lossxfer reads"
+    what, verbs = KINDS[kind]
+    return what + (f" ({PICKLE_ADVICE})" if kind == "pickle" else f" (read by {verbs})")
+
+
+def expect(path: str | os.PathLike[str], *kinds: str) -> Path:
+    """`path` if it is one of `kinds`, else an InputError (exit 3) saying what it is instead.
+
+    A run directory given where a checkpoint is expected names the checkpoint inside it."""
+    p = Path(path)
+    kind = sniff(p)
+    if kind in kinds:
+        return p
+    if kind == "run" and "checkpoint" in kinds:
+        model = p / "model.safetensors"
+        hint = f"; did you mean {model}?" if model.is_file() else " without model.safetensors"
+        raise InputError(f"{p}: a run directory, not a checkpoint{hint}")
+    wanted = " or ".join(KINDS[k][0].removeprefix("a ").removeprefix("an ") for k in kinds)
+    raise InputError(f"{p}: {describe_kind(p)}, not {_article(wanted)}")
+
+
+def checkpoint_layers(path: str | os.PathLike[str]) -> list[str]:
+    """Layer names of a lossxfer checkpoint, from its tensor names (`backbone.blocks.<i>.…`)."""
+    header = safetensors_header(path)
+    blocks = {int(m[1]) for k in header if (m := re.match(r"backbone\.blocks\.(\d+)\.", k))}
+    return ["stem", *(f"block{i + 1}" for i in sorted(blocks)), "penultimate", "logits"]
+
+
+def _article(text: str) -> str:
+    return ("an " if text[:1] in "aeiouAEIOUH" else "a ") + text
