@@ -190,8 +190,8 @@ def test_shards_merge_to_the_single_extraction(cli, ckpt: Path, tmp_path: Path) 
     ("args", "code", "message"),
     [
         (("--layers", "blok2"), 2, "unknown layer 'blok2' (did you mean 'block2'?)"),
-        (("--pool", "max"), 2, "--pool 'max'"),
-        (("--dtype", "int8"), 2, "--dtype 'int8'"),
+        (("--pool", "max"), 2, "unknown pool 'max'"),
+        (("--dtype", "int8"), 2, "unknown dtype 'int8'"),
         (("--split", "dev"), 2, "unknown split 'dev'"),
         (("--classes", "9"), 2, "no class 9"),
         (("--shard", "1/1x"), 2, "--shard '1/1x'"),
