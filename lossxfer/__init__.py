@@ -28,6 +28,10 @@ _EXPORTS: dict[str, str] = {
     "create_objective": "lossxfer.objectives.module",
     "list_objectives": "lossxfer.objectives.base",
     "list_architectures": "lossxfer.models",
+    # class separation (docs/method.md §6)
+    "class_separation": "lossxfer.separation",
+    "Separation": "lossxfer.separation",
+    "SeparationAccumulator": "lossxfer.separation",
     # probes (docs/method.md §4)
     "linear_probe": "lossxfer.probe.arrays",
     "ridge_probe": "lossxfer.probe.arrays",
@@ -72,3 +76,6 @@ if TYPE_CHECKING:
     from lossxfer.results import Record as Record
     from lossxfer.results import Result as Result
     from lossxfer.results import load_result as load_result
+    from lossxfer.separation import Separation as Separation
+    from lossxfer.separation import SeparationAccumulator as SeparationAccumulator
+    from lossxfer.separation import class_separation as class_separation

@@ -131,14 +131,18 @@ class Record:
         return _table(type(self).__name__, _flatten(self.to_dict()))
 
 
+SUMMARY_ITEMS = 8  # nested dicts up to this size are shown entry by entry
+
+
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dicts → 'a.b' keys; lists become their length (a summary, not the data)."""
+    """Nested dicts → 'a.b' keys; lists and long dicts (per class, ...) become their length:
+    a summary, not the data."""
     out: dict[str, Any] = {}
     for key, value in data.items():
         name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
+        if isinstance(value, Mapping) and len(value) <= SUMMARY_ITEMS:
             out.update(_flatten(value, f"{name}."))
-        elif isinstance(value, (list, tuple)):
+        elif isinstance(value, (list, tuple, Mapping)):
             out[name] = f"[{len(value)} items]"
         else:
             out[name] = value
@@ -151,7 +155,7 @@ def _table(title: str, rows: Mapping[str, Any]) -> Table:
 
     table = Table(title=title, box=SIMPLE_HEAD, show_header=False, pad_edge=False)
     table.add_column(no_wrap=True)
-    table.add_column(justify="right")
+    table.add_column()
     for key, value in rows.items():
         if value is not None and value != "":
             table.add_row(key, format(value, ".4g") if isinstance(value, float) else str(value))

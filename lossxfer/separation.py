@@ -24,14 +24,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from lossxfer.errors import InputError, UsageError
 from lossxfer.progress import ProgressFn, no_progress
-from lossxfer.results import Result, input_record
+from lossxfer.results import Record, Result, input_record
 from lossxfer.store import Store, open_store
 
 LOG = logging.getLogger("lossxfer")
@@ -58,22 +58,87 @@ def _add_by_class(acc: np.ndarray, cls: np.ndarray, rows: np.ndarray) -> None:
     acc[present] += np.add.reduceat(rows[order], starts, axis=0)
 
 
-class _LayerStats:
-    """Running sums for one layer; `update` per row block, `finish` for the metrics."""
+@dataclass
+class Separation(Record):
+    """Class separation R² and the representation statistics of one layer: the record's
+    `metrics.layers[layer]` (see the module docstring for each definition)."""
 
-    def __init__(self, num_classes: int, dim: int, with_cov: bool) -> None:
-        self.rows = np.zeros(num_classes, np.int64)
-        self.unit_rows = np.zeros(num_classes, np.int64)  # rows with a direction (non-zero)
-        self.unit_sum = np.zeros((num_classes, dim))  # Σ x̂ per class
+    r2: float | None
+    d_within: float
+    d_total: float
+    per_class_within: dict[str, float]
+    class_rows: dict[str, int]
+    classes: int
+    rows: int
+    zero_rows: int
+    dim: int
+    sparsity: float
+    dead_units: int
+    effective_dim: float | None
+    nc1: float | None
+    warnings: list[str] = field(default_factory=list)
+
+
+class SeparationAccumulator:
+    """Running float64 sums for one layer: `update` per row block, `merge` of accumulators fed
+    disjoint rows (shards), `result` for the statistics. Memory O(K·D), plus O(D²) for
+    effective dim and NC1 when D ≤ `max_cov_dim`. Classes are the labels seen, in sorted order.
+    `where` names the data in errors and warnings."""
+
+    def __init__(self, max_cov_dim: int = 4096, where: str = "arrays") -> None:
+        self.max_cov_dim = max_cov_dim
+        self.where = where
+        self.labels = np.zeros(0, np.int64)  # sorted class labels seen so far
+        self.dim = -1  # set by the first block
+        self.rows = np.zeros(0, np.int64)
+        self.unit_rows = np.zeros(0, np.int64)  # rows with a direction (non-zero)
+        self.unit_sum = np.zeros((0, 0))  # Σ x̂ per class
         self.zero_fraction_sum = 0.0
-        self.alive = np.zeros(dim, bool)
+        self.alive = np.zeros(0, bool)
         # Raw sums are taken about `shift` (the first block's mean) to avoid cancellation in
         # Σxxᵀ − N x̄x̄ᵀ when the mean is large next to the spread (ReLU features).
         self.shift: np.ndarray | None = None
-        self.raw_sum = np.zeros((num_classes, dim)) if with_cov else None
-        self.m2 = np.zeros((dim, dim)) if with_cov else None
+        self.raw_sum: np.ndarray | None = None
+        self.m2: np.ndarray | None = None
 
-    def update(self, x: np.ndarray, cls: np.ndarray) -> None:
+    def _start(self, dim: int) -> None:
+        if self.dim == dim:
+            return
+        if self.dim >= 0:
+            raise InputError(f"{self.where}: rows of width {dim} after rows of width {self.dim}")
+        self.dim = dim
+        self.unit_sum = np.zeros((0, dim))
+        self.alive = np.zeros(dim, bool)
+        if dim <= self.max_cov_dim:
+            self.raw_sum, self.m2 = np.zeros((0, dim)), np.zeros((dim, dim))
+
+    def _classes(self, labels: np.ndarray) -> np.ndarray:
+        """Indices of `labels` among the classes, adding unseen ones (in sorted place)."""
+        new = np.setdiff1d(labels, self.labels)
+        if len(new):
+            merged = np.union1d(self.labels, new)
+            at = np.searchsorted(merged, self.labels)
+
+            def grow(a: np.ndarray) -> np.ndarray:
+                out = np.zeros((len(merged), *a.shape[1:]), a.dtype)
+                out[at] = a
+                return out
+
+            self.labels, self.rows, self.unit_rows = merged, grow(self.rows), grow(self.unit_rows)
+            self.unit_sum = grow(self.unit_sum)
+            if self.raw_sum is not None:
+                self.raw_sum = grow(self.raw_sum)
+        return np.searchsorted(self.labels, labels)
+
+    def update(self, x: Any, labels: Any) -> None:
+        """Add a block of rows (rows × features) and their integer class labels."""
+        x, labels = _rows(x, self.where), _labels(labels, len(x), self.where)
+        finite = np.isfinite(x).all(axis=1)
+        if not finite.all():
+            row = int(self.rows.sum()) + int(np.argmin(finite))
+            raise InputError(f"{self.where} row {row} is not finite")
+        self._start(x.shape[1])
+        cls = self._classes(labels)
         zeros = x == 0
         self.zero_fraction_sum += float(zeros.mean(axis=1).sum())
         self.alive |= ~zeros.all(axis=0)
@@ -89,14 +154,44 @@ class _LayerStats:
             _add_by_class(self.raw_sum, cls, xc)
             self.m2 += xc.T @ xc
 
-    def finish(self, labels: np.ndarray, where: str) -> dict[str, Any]:
+    def merge(self, other: SeparationAccumulator) -> SeparationAccumulator:
+        """Add the sums of `other` (fed other rows of the same layer); returns self."""
+        if other.dim < 0:
+            return self
+        self._start(other.dim)
+        if (self.m2 is None) != (other.m2 is None):
+            raise UsageError("merge: accumulators with different max_cov_dim")
+        at = self._classes(other.labels)
+        self.rows[at] += other.rows
+        self.unit_rows[at] += other.unit_rows
+        self.unit_sum[at] += other.unit_sum
+        self.zero_fraction_sum += other.zero_fraction_sum
+        self.alive |= other.alive
+        if self.raw_sum is not None and self.m2 is not None and other.shift is not None:
+            assert other.raw_sum is not None and other.m2 is not None
+            if self.shift is None:
+                self.shift = other.shift
+            # Re-centre other's sums on our shift: x − a = (x − b) + δ with δ = b − a.
+            delta = other.shift - self.shift
+            total = other.raw_sum.sum(axis=0)
+            self.raw_sum[at] += other.raw_sum + other.rows[:, None] * delta
+            n = float(other.rows.sum())
+            self.m2 += other.m2 + np.outer(total, delta) + np.outer(delta, total)
+            self.m2 += n * np.outer(delta, delta)
+        return self
+
+    def result(self) -> Separation:
+        """The statistics of every row added; InputError with fewer than 2 usable classes."""
         warnings: list[str] = []
 
         def warn(message: str) -> None:
-            LOG.warning("%s: %s", where, message)
+            LOG.warning("%s: %s", self.where, message)
             warnings.append(message)
 
+        labels = self.labels
         n = int(self.rows.sum())
+        if n == 0:
+            raise InputError(f"{self.where}: no rows")
         zero_rows = n - int(self.unit_rows.sum())
         if zero_rows:
             warn(f"{zero_rows} of {n} rows are all zeros (no direction); left out of R²")
@@ -105,7 +200,7 @@ class _LayerStats:
             warn(f"class {labels[k]} has only all-zero rows; left out of R²")
         if has_dir.sum() < 2:
             raise InputError(
-                f"{where}: R² needs at least 2 classes with non-zero rows, found "
+                f"{self.where}: R² needs at least 2 classes with non-zero rows, found "
                 f"{int(has_dir.sum())}"
             )
         for k in np.flatnonzero(self.unit_rows == 1):
@@ -120,29 +215,29 @@ class _LayerStats:
         else:
             r2 = None
             warn("all rows point the same way (d̄_total = 0): R² undefined")
-        out: dict[str, Any] = {
-            "r2": r2,
-            "d_within": d_within,
-            "d_total": d_total,
-            "per_class_within": {
+        effective_dim = nc1 = None
+        if self.raw_sum is None or self.m2 is None:
+            warn(f"{self.dim} units > max_cov_dim: effective_dim and nc1 not computed")
+        else:
+            effective_dim, nc1 = self._covariance_stats(warn)
+        return Separation(
+            r2=r2,
+            d_within=d_within,
+            d_total=d_total,
+            per_class_within={
                 str(c): float(w) for c, w in zip(labels[has_dir], within, strict=True)
             },
-            "class_rows": {str(c): int(r) for c, r in zip(labels, self.rows, strict=True)},
-            "classes": int(has_dir.sum()),
-            "rows": n,
-            "zero_rows": zero_rows,
-            "dim": len(self.alive),
-            "sparsity": self.zero_fraction_sum / n,
-            "dead_units": int((~self.alive).sum()),
-            "effective_dim": None,
-            "nc1": None,
-        }
-        if self.raw_sum is None or self.m2 is None:
-            warn(f"{len(self.alive)} units > max_cov_dim: effective_dim and nc1 not computed")
-        else:
-            out["effective_dim"], out["nc1"] = self._covariance_stats(warn)
-        out["warnings"] = warnings
-        return out
+            class_rows={str(c): int(r) for c, r in zip(labels, self.rows, strict=True)},
+            classes=int(has_dir.sum()),
+            rows=n,
+            zero_rows=zero_rows,
+            dim=self.dim,
+            sparsity=self.zero_fraction_sum / n,
+            dead_units=int((~self.alive).sum()),
+            effective_dim=effective_dim,
+            nc1=nc1,
+            warnings=warnings,
+        )
 
     def _covariance_stats(self, warn: Callable[[str], None]) -> tuple[float | None, float | None]:
         assert self.raw_sum is not None and self.m2 is not None
@@ -185,38 +280,75 @@ def separation(
     block_rows: int = 4096,
     max_cov_dim: int = 4096,
     progress: ProgressFn = no_progress,
-) -> dict[str, dict[str, Any]]:
-    """Per-layer metrics of one split, all layers in one pass over the rows."""
-    labels = store.labels(split)
-    if len(labels) == 0:
+) -> dict[str, Separation]:
+    """Per-layer statistics of one split, all layers in one pass over the rows."""
+    total = store.num_rows(split)
+    if total == 0:
         raise InputError(f"{store.path}: split {split!r} has no rows")
-    classes = np.unique(labels)
-    stats: dict[str, _LayerStats] = {}
-    for layer in layers:
-        dim = store.dim(split, layer)
-        stats[layer] = _LayerStats(len(classes), dim, with_cov=dim <= max_cov_dim)
-    total = len(labels)
+    stats = {
+        layer: SeparationAccumulator(max_cov_dim, f"{store.path}: /{split}/{layer}")
+        for layer in layers
+    }
     progress("separation", 0, total)
     for block in store.blocks(split, layers, block_rows=block_rows, dtype="float64"):
-        cls = np.searchsorted(classes, block.labels)
         for layer, x in block.layers.items():
-            finite = np.isfinite(x).all(axis=1)
-            if not finite.all():
-                row = block.start + int(np.argmin(finite))
-                raise InputError(f"{store.path}: /{split}/{layer} row {row} is not finite")
-            stats[layer].update(x, cls)
+            stats[layer].update(x, block.labels)
         progress("separation", block.start + len(block.labels), total)
-    return {
-        layer: s.finish(classes, f"{store.path}: /{split}/{layer}") for layer, s in stats.items()
-    }
+    return {layer: s.result() for layer, s in stats.items()}
+
+
+def class_separation(
+    x: Any, labels: Any, *, max_cov_dim: int = 4096, block_rows: int = 4096
+) -> Separation:
+    """R² and the other statistics of rows `x` (numpy, torch or CuPy, rows × features) with
+    integer class `labels`: `SeparationAccumulator` fed `block_rows` rows at a time (float64,
+    memory O(block_rows·D)), the same numbers as `lossxfer separation` on a store of them."""
+    _check_options(block_rows, max_cov_dim)
+    n = len(x)
+    _labels(labels, n, "arrays")
+    acc = SeparationAccumulator(max_cov_dim)
+    for lo in range(0, n, block_rows):
+        acc.update(x[lo : lo + block_rows], labels[lo : lo + block_rows])
+    return acc.result()
+
+
+def _check_options(block_rows: int, max_cov_dim: int) -> None:
+    if block_rows < 1:
+        raise UsageError(f"--block-rows must be at least 1, got {block_rows}")
+    if max_cov_dim < 0:
+        raise UsageError(f"--max-cov-dim must be at least 0, got {max_cov_dim}")
+
+
+def _numpy(a: Any) -> np.ndarray:
+    """numpy view or copy of a numpy, torch (any device) or CuPy array."""
+    if hasattr(a, "detach"):  # torch
+        return np.asarray(a.detach().cpu())
+    if hasattr(a, "get") and hasattr(a, "__cuda_array_interface__"):  # CuPy
+        return np.asarray(a.get())
+    return np.asarray(a)
+
+
+def _rows(x: Any, where: str) -> np.ndarray:
+    rows = _numpy(x)
+    if rows.ndim != 2:
+        raise InputError(f"{where}: expected rows × features, got shape {rows.shape}")
+    if not (np.issubdtype(rows.dtype, np.number) or rows.dtype == bool):
+        raise InputError(f"{where}: expected numbers, got {rows.dtype}")
+    return rows.astype(np.float64, copy=False)
+
+
+def _labels(labels: Any, n: int, where: str) -> np.ndarray:
+    out = _numpy(labels)
+    if out.shape != (n,):
+        raise InputError(f"{where}: expected {n} labels, got shape {out.shape}")
+    if not np.issubdtype(out.dtype, np.integer):
+        raise InputError(f"{where}: labels must be integers, got {out.dtype}")
+    return out.astype(np.int64, copy=False)
 
 
 def run_separation(config: SeparationConfig, progress: ProgressFn = no_progress) -> Result:
     """Measure a store and wrap the numbers in a `separation` result record."""
-    if config.block_rows < 1:
-        raise UsageError(f"--block-rows must be at least 1, got {config.block_rows}")
-    if config.max_cov_dim < 0:
-        raise UsageError(f"--max-cov-dim must be at least 0, got {config.max_cov_dim}")
+    _check_options(config.block_rows, config.max_cov_dim)
     started = time.perf_counter()
     with open_store(config.store) as store:
         split = config.split or default_split(store)
@@ -236,7 +368,7 @@ def run_separation(config: SeparationConfig, progress: ProgressFn = no_progress)
     resolved = replace(config, split=split, layers=tuple(layers))
     return Result(
         kind="separation",
-        metrics={"split": split, "layers": metrics},
+        metrics={"split": split, "layers": {k: v.to_dict() for k, v in metrics.items()}},
         config=asdict(resolved),
         inputs=[input_record(config.store)],
         model=model if isinstance(model, dict) else {},

@@ -264,3 +264,109 @@ def test_create_objective_rejects_unknown_names_and_options() -> None:
         lossxfer.create_objective("softmax", 8, 4, alpha=0.1)
     with pytest.raises(lossxfer.UsageError, match="alpha must be in"):
         lossxfer.create_objective("label_smoothing", 8, 4, alpha=1.5)
+
+
+# --- class separation ---------------------------------------------------------------------------
+
+
+def _clustered(seed: int, sizes: tuple[int, ...] = (40, 25, 60), dim: int = 6) -> tuple[Any, Any]:
+    import numpy as np
+    from test_separation import clustered
+
+    labels, x = clustered(np.random.default_rng(seed), list(sizes), dim, 0.8)
+    return x, labels
+
+
+def test_class_separation_equals_the_cli(tmp_path: Path, cli: Any) -> None:
+    import json
+
+    from test_separation import write_store
+
+    x, labels = _clustered(1)
+    x[:, 0] = 0  # a dead unit
+    store = write_store(tmp_path / "s.h5", {"test": (labels, {"penultimate": x})})
+    run = cli("separation", store, "--json", "-q")
+    assert run.code == 0, run.stderr
+    record = json.loads(run.stdout)["metrics"]["layers"]["penultimate"]
+    ours = lossxfer.class_separation(x, labels)
+    assert isinstance(ours, lossxfer.Separation)
+    assert ours.to_dict() == record
+    assert lossxfer.Separation.from_dict(record) == ours
+    assert ours.dead_units == 1 and ours.classes == 3 and ours.rows == 125
+
+
+def test_class_separation_matches_all_pairs_and_takes_torch() -> None:
+    import torch
+    from test_separation import brute_r2
+
+    x, labels = _clustered(2)
+    r2, d_within, d_total, per_class = brute_r2(x, labels)
+    ours = lossxfer.class_separation(torch.from_numpy(x), torch.from_numpy(labels))
+    assert ours.r2 == pytest.approx(r2, rel=1e-9)
+    assert (ours.d_within, ours.d_total) == pytest.approx((d_within, d_total), rel=1e-9)
+    assert ours.per_class_within == pytest.approx({str(k): v for k, v in per_class.items()})
+
+
+def test_accumulator_merge_of_shards_equals_one_pass() -> None:
+    import numpy as np
+
+    x, labels = _clustered(3, sizes=(50, 30, 20, 45))
+    x = x + 40.0  # a large common mean: the shards' covariance shifts differ a lot
+    whole = lossxfer.class_separation(x, labels)
+    # shard 1 lacks a class that shard 2 has; blocks of uneven size
+    order = np.argsort(labels == labels.max(), kind="stable")
+    x, labels = x[order], labels[order]
+    shards = []
+    for lo, hi in ((0, 37), (37, 90), (90, len(labels))):
+        acc = lossxfer.SeparationAccumulator()
+        for start in range(lo, hi, 16):
+            acc.update(x[start : min(start + 16, hi)], labels[start : min(start + 16, hi)])
+        shards.append(acc)
+    merged = shards[0].merge(shards[1]).merge(shards[2]).merge(lossxfer.SeparationAccumulator())
+    got = merged.result()
+    for key in ("r2", "d_within", "d_total", "sparsity", "effective_dim", "nc1"):
+        assert getattr(got, key) == pytest.approx(getattr(whole, key), rel=1e-8), key
+    assert got.class_rows == whole.class_rows and got.dead_units == whole.dead_units
+
+
+def test_class_separation_checks_its_input() -> None:
+    import numpy as np
+
+    x, labels = _clustered(4)
+    bad = x.copy()
+    bad[7, 2] = np.nan
+    cases = {
+        "arrays row 7 is not finite": (bad, labels),
+        "expected 125 labels": (x, labels[:-1]),
+        "labels must be integers": (x, labels.astype(float)),
+        "expected rows × features": (x[:, 0], labels),
+        "at least 2 classes": (x, np.zeros_like(labels)),
+    }
+    for message, args in cases.items():
+        with pytest.raises(InputError, match=message):
+            lossxfer.class_separation(*args)
+    with pytest.raises(lossxfer.UsageError, match="--block-rows"):
+        lossxfer.class_separation(x, labels, block_rows=0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    scale_exp=st.floats(-3, 3),
+    relabel=st.permutations([3, 11, 7, 0]),
+)
+def test_r2_is_invariant_to_row_scaling_and_class_relabelling(
+    seed: int, scale_exp: float, relabel: list[int]
+) -> None:
+    import numpy as np
+
+    x, labels = _clustered(seed % 1000, sizes=(20, 15, 25, 10), dim=5)
+    base = lossxfer.class_separation(x, labels)
+    rng = np.random.default_rng(seed)
+    scaled = x.astype(np.float64) * 10.0 ** (scale_exp + rng.uniform(-2, 2, (len(x), 1)))
+    mapping = dict(zip(np.unique(labels).tolist(), relabel, strict=True))
+    renamed = np.array([mapping[v] for v in labels.tolist()])
+    for other in (lossxfer.class_separation(scaled, labels), lossxfer.class_separation(x, renamed)):
+        assert other.r2 == pytest.approx(base.r2, rel=1e-6, abs=1e-9)
+        assert other.d_within == pytest.approx(base.d_within, rel=1e-6, abs=1e-9)
+        assert other.d_total == pytest.approx(base.d_total, rel=1e-6, abs=1e-9)
