@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from lossxfer import __version__
 from lossxfer.data import InputSpec
-from lossxfer.errors import InputError
+from lossxfer.errors import InputError, LossxferError
 from lossxfer.formats import CHECKPOINT, check_format
 from lossxfer.fsio import atomic_path, require_file, sha256
 from lossxfer.results import dumps, now
@@ -87,7 +87,7 @@ class CheckpointMeta:
         for name, typ in expect.items():
             if not isinstance(getattr(meta, name), typ):
                 raise InputError(f"{source}: checkpoint metadata {name!r} must be a JSON {typ}")
-        if meta.num_classes != len(meta.classes) or meta.num_classes < 1:
+        if meta.num_classes != _label_count(meta, source) or meta.num_classes < 1:
             raise InputError(f"{source}: num_classes disagrees with the class list")
         return meta
 
@@ -101,6 +101,22 @@ class CheckpointMeta:
             "data": self.data,
             "checkpoint_sha256": sha,
         }
+
+
+def _label_count(meta: CheckpointMeta, source: object) -> int:
+    """How many outputs the metadata implies: its classes, or its label map's superclasses."""
+    text = meta.data.get("label_map")
+    if not text:
+        return len(meta.classes)
+    from lossxfer.labelmap import parse_inline
+
+    try:
+        mapping = parse_inline(str(text))
+    except LossxferError:
+        raise InputError(f"{source}: checkpoint metadata 'data.label_map' is malformed") from None
+    if mapping.classes != sorted(meta.classes):
+        raise InputError(f"{source}: the label map disagrees with the class list")
+    return len(mapping.groups)
 
 
 def save_tensors(

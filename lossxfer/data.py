@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
+    from lossxfer.labelmap import LabelMap
+
 SPLITS = ("train", "val", "test")
 
 
@@ -134,7 +136,7 @@ class Split:
 
 @dataclass
 class Data:
-    """A loaded, class-subsetted, split dataset."""
+    """A loaded, class-subsetted, split dataset; with a label map, labels are superclasses."""
 
     spec: DataSpec
     classes: list[int]  # source class ids, in the order of the re-indexed labels
@@ -143,10 +145,12 @@ class Data:
     split_seed: int
     source: Source = field(repr=False)
     augment: bool = False
+    label_map: LabelMap | None = None
 
     @property
     def num_classes(self) -> int:
-        return len(self.classes)
+        """How many labels the splits carry (superclasses under a label map)."""
+        return len(self.label_map.groups) if self.label_map else len(self.classes)
 
     def describe(self) -> dict[str, Any]:
         """The provenance record of this data (saved in checkpoints, stores and results)."""
@@ -157,19 +161,27 @@ class Data:
             "val_fraction": self.val_fraction,
             "split_seed": self.split_seed,
             "class_names": self.class_names,
+            "label_map": str(self.label_map) if self.label_map else None,
         }
 
     @property
     def class_names(self) -> list[str] | None:
-        """Names of the chosen classes, in label order, where the source has them."""
+        """Names of the labels, in label order: the chosen classes' where the source has them;
+        a label map's superclass names, else its groups' class names joined by '+'."""
         names = self.source.class_names
+        if self.label_map and self.label_map.names:
+            return list(self.label_map.names)
+        if self.label_map:
+            return ["+".join(names[c] for c in g) for g in self.label_map.groups] if names else None
         return [names[c] for c in self.classes] if names else None
 
     @property
     def label(self) -> str:
-        """A short name for tables: 'digits[5-9]'."""
+        """A short name for tables: 'digits[5-9]'; superclasses as 'digits{0,5|1,6|…}'."""
         full = list(range(self.source.num_classes))
         name = str(self.spec) if self.spec.name in ("imagefolder", "idx") else self.spec.name
+        if self.label_map:
+            return name + "{" + "|".join(format_classes(g) for g in self.label_map.groups) + "}"
         return name if self.classes == full else f"{name}[{format_classes(self.classes)}]"
 
     def split(self, name: str, augment: bool | None = None) -> Split:
@@ -185,8 +197,11 @@ class Data:
                 "holds out no rows)"
             )
         source_split = self._source_split(name)
-        remap = np.full(self.source.num_classes, -1, dtype=np.int64)
-        remap[self.classes] = np.arange(len(self.classes))
+        if self.label_map:
+            remap = np.array(self.label_map.lookup(self.source.num_classes), dtype=np.int64)
+        else:
+            remap = np.full(self.source.num_classes, -1, dtype=np.int64)
+            remap[self.classes] = np.arange(len(self.classes))
         labels = remap[self.source.labels[source_split][rows]]
         transform = self._transform(bool(augment))
         dataset = _Subset(self.source.splits[source_split], rows, labels, transform)
@@ -291,8 +306,12 @@ def load_data(
     val_fraction: float = 0.1,
     split_seed: int = 0,
     download: bool = False,
+    label_map: str | None = None,
 ) -> Data:
-    """Load a dataset by spec, pick a class subset, and hold out a validation fraction."""
+    """Load a dataset by spec, pick a class subset, and hold out a validation fraction.
+
+    `label_map` (docs/cli.md, `--label-map`) must map every chosen class (default: all).
+    """
     spec = DataSpec.parse(spec) if isinstance(spec, str) else spec
     if not 0.0 <= val_fraction < 1.0:
         raise UsageError(f"--val-fraction {val_fraction}: expected a value in [0, 1)")
@@ -306,9 +325,17 @@ def load_data(
         raise UsageError(
             f"--classes: {spec} has classes 0-{source.num_classes - 1}; no class {bad[0]}"
         )
-    return Data(spec, sorted(chosen), source.input, val_fraction, split_seed, source)
+    mapping = None
+    if label_map is not None:
+        from lossxfer.labelmap import parse_label_map
+
+        mapping = parse_label_map(label_map)
+        mapping.check(chosen, source.num_classes, spec)
+    return Data(
+        spec, sorted(chosen), source.input, val_fraction, split_seed, source, label_map=mapping
+    )
 
 
 def with_classes(data: Data, classes: Sequence[int]) -> Data:
-    """The same loaded data restricted to other classes (no reloading)."""
-    return replace(data, classes=sorted(classes))
+    """The same loaded data restricted to other classes (no reloading), without a label map."""
+    return replace(data, classes=sorted(classes), label_map=None)

@@ -56,6 +56,7 @@ class ExtractConfig:
     batch_size: int = 256
     limit: int | None = None  # first N rows of each split
     classes: tuple[int, ...] | None = None  # None: the checkpoint's classes on its own data
+    label_map: str | None = None  # store superclass labels (lossxfer.labelmap); None: classes
     val_fraction: float | None = None  # None: 0.1 when `val` is extracted, else 0
     split_seed: int = 0
     download: bool = False
@@ -162,7 +163,9 @@ def _load_data(config: ExtractConfig, meta: CheckpointMeta) -> Data:
     fraction = config.val_fraction
     if fraction is None:
         fraction = 0.1 if "val" in config.splits else 0.0
-    data = load_data(config.data, chosen, fraction, config.split_seed, config.download)
+    data = load_data(
+        config.data, chosen, fraction, config.split_seed, config.download, config.label_map
+    )
     want = meta.input
     if data.source.tensor_images and (data.input.channels, data.input.size) != (
         want.channels,

@@ -49,6 +49,7 @@ class FinetuneConfig:
     data: str
     out: str
     classes: tuple[int, ...] | None = None
+    label_map: str | None = None  # superclasses as the target task (lossxfer.labelmap)
     loss: str = "softmax"
     loss_opts: dict[str, Any] = field(default_factory=dict)
     lrs: tuple[float, ...] = (0.1, 0.01, 0.001)
@@ -244,7 +245,9 @@ def load_grid(path: Path, identity: dict[str, Any]) -> list[dict[str, Any]]:
 def target_data(config: FinetuneConfig, meta: CheckpointMeta) -> Data:
     """The target data, fed to the backbone as it was trained: the checkpoint's input spec."""
     classes = list(config.classes) if config.classes is not None else None
-    data = load_data(config.data, classes, config.val_fraction, config.split_seed)
+    data = load_data(
+        config.data, classes, config.val_fraction, config.split_seed, label_map=config.label_map
+    )
     if data.input.channels != meta.input.channels:
         raise InputError(
             f"--data {config.data}: {data.input.channels}-channel images, the checkpoint's "

@@ -112,6 +112,7 @@ class TrainConfig:
     loss: str = "softmax"
     loss_opts: dict[str, Any] = field(default_factory=dict)
     classes: tuple[int, ...] | None = None
+    label_map: str | None = None  # superclasses to train on (lossxfer.labelmap)
     val_fraction: float = 0.1
     split_seed: int = 0
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -127,6 +128,7 @@ class TrainConfig:
             "loss": self.loss,
             "loss_opts": self.loss_opts,
             "classes": list(self.classes) if self.classes is not None else None,
+            "label_map": self.label_map,
             "val_fraction": self.val_fraction,
             "split_seed": self.split_seed,
             "optim": asdict(self.optim),
@@ -649,7 +651,9 @@ def train(
     classes = list(config.classes) if config.classes is not None else None
     if config.run.workers < 0:
         raise UsageError(f"--workers {config.run.workers}: must be 0 or more")
-    data = load_data(config.data, classes, config.val_fraction, config.split_seed)
+    data = load_data(
+        config.data, classes, config.val_fraction, config.split_seed, label_map=config.label_map
+    )
     if data.num_classes < 2:
         raise UsageError(
             f"--classes: {data.describe().get('label', config.data)} has {data.num_classes} "

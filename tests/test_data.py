@@ -106,6 +106,7 @@ def test_describe_records_provenance() -> None:
         "val_fraction": 0.2,
         "split_seed": 5,
         "class_names": None,
+        "label_map": None,
     }
 
 

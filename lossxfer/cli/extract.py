@@ -20,6 +20,7 @@ from lossxfer.cli.common import (
     parse_list,
 )
 from lossxfer.cli.completion import complete_path
+from lossxfer.cli.train import LabelMapOpt
 
 if TYPE_CHECKING:
     from lossxfer.results import Result
@@ -31,7 +32,9 @@ The model is rebuilt from the checkpoint alone and run in eval mode without auto
 get the evaluation transform with the checkpoint's input size and normalisation. Layers: \
 `penultimate` and `logits` by default, any of `stem`, `block1`…`blockN`, or `all`; spatial maps \
 are averaged over space (--pool avg) or flattened. Without --classes, the checkpoint's own \
-classes are extracted when --data is its training data, else every class.
+classes are extracted when --data is its training data, else every class. Labels are those \
+classes, never the checkpoint's superclasses: a store of a model trained with --label-map is \
+labelled with the fine classes (coarse-to-fine transfer) unless --label-map is given here too.
 
 Splits default to train and test. `val` is held out from train: --val-fraction defaults to \
 0.1 when val is extracted (as in training) and to 0 otherwise, so train is then the whole \
@@ -70,6 +73,7 @@ def extract(
     classes: Annotated[
         str | None, typer.Option("--classes", help="Class ids, e.g. 5-9 or 0,2,4.")
     ] = None,
+    label_map: LabelMapOpt = None,
     val_fraction: Annotated[
         float | None, typer.Option("--val-fraction", help="Held out from train as val.")
     ] = None,
@@ -93,6 +97,7 @@ def extract(
     from lossxfer.data import parse_classes
     from lossxfer.extract import ExtractConfig, run_extract
     from lossxfer.fsio import check_output
+    from lossxfer.labelmap import canonical
     from lossxfer.shards import parse_shard
 
     check_output(out, force)
@@ -103,7 +108,8 @@ def extract(
         splits=tuple(parse_list(split) or ("train", "test")),
         layers=tuple(parse_list(layers) or ("penultimate", "logits")),
         pool=pool, dtype=dtype, compression=compression, batch_size=batch_size, limit=limit,
-        classes=tuple(chosen) if chosen is not None else None, val_fraction=val_fraction,
+        classes=tuple(chosen) if chosen is not None else None, label_map=canonical(label_map),
+        val_fraction=val_fraction,
         split_seed=split_seed, download=download, device=device,
         threads=cpu_threads_option(threads), workers=workers, shard=shard, force=force,
     )  # fmt: skip

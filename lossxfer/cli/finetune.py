@@ -27,6 +27,7 @@ from lossxfer.cli.train import (
     ClassesOpt,
     DataOpt,
     DeterministicOpt,
+    LabelMapOpt,
     LossOpt,
     LossOptsOpt,
     MomentumOpt,
@@ -66,6 +67,7 @@ def finetune(
     data: DataOpt,
     out: RunDirOpt,
     classes: ClassesOpt = None,
+    label_map: LabelMapOpt = None,
     loss: LossOpt = "softmax",
     loss_opt: LossOptsOpt = None,
     lr: Annotated[
@@ -117,6 +119,7 @@ def finetune(
     from lossxfer.data import parse_classes
     from lossxfer.finetune import FinetuneConfig, check_run_dir
     from lossxfer.finetune import finetune as run_finetune
+    from lossxfer.labelmap import canonical
     from lossxfer.objectives import parse_loss_opts
     from lossxfer.train import RunOptions
 
@@ -126,6 +129,7 @@ def finetune(
         data=str(data_spec(data)),
         out=str(out),
         classes=tuple(ids) if ids is not None else None,
+        label_map=canonical(label_map),
         loss=loss,
         loss_opts=parse_loss_opts(loss_opt),
         lrs=parse_floats("--lr", lr, "0.1,0.01,0.001"),

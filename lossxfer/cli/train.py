@@ -44,6 +44,14 @@ DataOpt = Annotated[
 ClassesOpt = Annotated[
     str | None, typer.Option("--classes", help="Class subset, e.g. 0-4,7 (default: all).")
 ]
+LabelMapOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--label-map",
+        help="Superclass labels: '0,6:0;1,7:1;…' (classes:superclass) or a .json/.csv file of "
+        "class → superclass; every chosen class must be mapped.",
+    ),
+]
 LossOpt = Annotated[
     str,
     typer.Option(
@@ -91,6 +99,7 @@ def train(
     loss: LossOpt = "softmax",
     loss_opt: LossOptsOpt = None,
     classes: ClassesOpt = None,
+    label_map: LabelMapOpt = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 10,
     batch_size: BatchOpt = 32,
     lr: Annotated[
@@ -130,6 +139,7 @@ def train(
     process, learning rate scaled by the world size; rank 0 writes and prints.
     """
     from lossxfer.data import parse_classes
+    from lossxfer.labelmap import canonical
     from lossxfer.objectives import parse_loss_opts
     from lossxfer.train import OptimConfig, RunOptions, TrainConfig, check_run_dir
     from lossxfer.train import train as run_train
@@ -142,6 +152,7 @@ def train(
         loss=loss,
         loss_opts=parse_loss_opts(loss_opt),
         classes=tuple(ids) if ids is not None else None,
+        label_map=canonical(label_map),
         val_fraction=val_fraction,
         split_seed=split_seed,
         optim=OptimConfig(
