@@ -175,7 +175,7 @@ def ours(store: Path, estimator: str, args: argparse.Namespace) -> tuple[float, 
         str(store), estimator=estimator, batch_size=args.batch_size, device=args.device
     )
     seconds, result = best_time(lambda: run_cka(config))
-    return seconds, np.array(result.metrics["matrix"])
+    return seconds, result.matrix
 
 
 def compare(args: argparse.Namespace, store: Path, widths: list[int]) -> None:

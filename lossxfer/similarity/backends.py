@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from lossxfer.errors import DeviceError, UsageError
+from lossxfer.registry import check_choice
 
 Array = Any  # numpy.ndarray, torch.Tensor or cupy.ndarray, depending on the backend
 
@@ -21,7 +22,12 @@ _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 class NumpyOps:
-    """The reference: numpy, with BLAS syrk/gemm accumulating in place (no P×P temporaries)."""
+    """The reference: numpy, with BLAS syrk/gemm accumulating in place (no P×P temporaries).
+
+    Row blocks are laid out in Fortran order, so every layer's columns are one contiguous
+    matrix that BLAS reads without a copy; float32 blocks (`precision="mixed"`) are multiplied
+    by sgemm/ssyrk into a reused float32 buffer that is then added to the float64 sums.
+    """
 
     name = "numpy"
     device = "cpu"
@@ -32,23 +38,59 @@ class NumpyOps:
 
         self.np = np
         self._blas = blas
+        self._buffers: dict[tuple[int, int], Array] = {}
 
     def load(self, rows: Any, shift: Array | None = None) -> Array:
-        """float32 rows from a store → float64 on the device, minus `shift` (exact in float64)."""
+        """Rows → float64 on the device, minus `shift` (exact in float64)."""
         np = self.np
         if shift is None:
             return np.array(rows, dtype=np.float64)  # always a copy: callers centre it in place
         return np.subtract(rows, shift, dtype=np.float64)
 
-    def load_layers(self, parts: list[Any], shift: Array) -> Array:
-        """One block's layers side by side, minus `shift`, written straight into one array."""
+    def load_layers(self, parts: list[Any], shift: Array, dtype: str = "float64") -> Array:
+        """One block's layers side by side minus `shift`, written straight into one array.
+
+        The subtraction is done in float64 and rounded once to `dtype`.
+        """
         np = self.np
-        z = np.empty((parts[0].shape[0], shift.shape[0]))
+        z = np.empty((parts[0].shape[0], shift.shape[0]), dtype=dtype, order="F")
         lo = 0
         for x in parts:
             np.subtract(x, shift[lo : lo + x.shape[1]], out=z[:, lo : lo + x.shape[1]])
             lo += x.shape[1]
         return z
+
+    def f64(self, z: Array) -> Array:
+        return z.astype(self.np.float64, copy=False)
+
+    def _buffer(self, rows: int, cols: int) -> Array:
+        """A reused float32 product buffer (one per shape)."""
+        key = (rows, cols)
+        if key not in self._buffers:
+            self._buffers[key] = self.np.zeros(key, dtype=self.np.float32, order="F")
+        return self._buffers[key]
+
+    def syrk_acc(self, acc: Array, z: Array) -> Array:
+        """acc += zᵀz, upper triangle only (readers symmetrise with `upper_to_full`)."""
+        z = self.np.asfortranarray(z)
+        if z.dtype == self.np.float64:
+            return self._blas.dsyrk(1.0, z, beta=1.0, c=acc, trans=1, lower=0, overwrite_c=1)
+        buf = self._blas.ssyrk(
+            1.0, z, beta=0.0, c=self._buffer(*acc.shape), trans=1, lower=0, overwrite_c=1
+        )
+        acc += buf
+        return acc
+
+    def gemm_acc(self, acc: Array, x: Array, y: Array) -> Array:
+        """acc += xᵀy."""
+        x, y = self.np.asfortranarray(x), self.np.asfortranarray(y)
+        if x.dtype == self.np.float64 and y.dtype == self.np.float64:
+            return self._blas.dgemm(1.0, x, y, beta=1.0, c=acc, trans_a=1, overwrite_c=1)
+        buf = self._blas.sgemm(
+            1.0, x, y, beta=0.0, c=self._buffer(*acc.shape), trans_a=1, overwrite_c=1
+        )
+        acc += buf
+        return acc
 
     def zeros(self, *shape: int) -> Array:
         # Fortran order lets BLAS update the accumulator in place.
@@ -60,15 +102,8 @@ class NumpyOps:
     def concat(self, parts: list[Array]) -> Array:
         return parts[0] if len(parts) == 1 else self.np.concatenate(parts, axis=1)
 
-    def syrk_acc(self, acc: Array, z: Array) -> Array:
-        """acc += zᵀz, upper triangle only (readers symmetrise with `upper_to_full`)."""
-        z = self.np.ascontiguousarray(z)
-        return self._blas.dsyrk(1.0, z.T, beta=1.0, c=acc, trans=0, lower=0, overwrite_c=1)
-
-    def gemm_acc(self, acc: Array, x: Array, y: Array) -> Array:
-        """acc += xᵀy."""
-        x, y = self.np.ascontiguousarray(x), self.np.ascontiguousarray(y)
-        return self._blas.dgemm(1.0, x.T, y.T, beta=1.0, c=acc, trans_b=1, overwrite_c=1)
+    def rows_concat(self, parts: list[Array]) -> Array:
+        return parts[0] if len(parts) == 1 else self.np.concatenate(parts, axis=0)
 
     def gram_into(self, out: Array, x: Array) -> None:
         self.np.dot(x, x.T, out=out)  # BLAS syrk; numpy's matmul with out= is several × slower
@@ -113,11 +148,21 @@ class TorchOps:
         self.device = str(self.dev)
 
     def load(self, rows: Any, shift: Array | None = None) -> Array:
-        t = self.torch.from_numpy(rows).to(self.dev, self.torch.float64, copy=True)
+        torch = self.torch
+        t = rows if isinstance(rows, torch.Tensor) else torch.from_numpy(rows)
+        t = t.to(self.dev, torch.float64, copy=True)
         return t if shift is None else t - shift
 
-    def load_layers(self, parts: list[Any], shift: Array) -> Array:
-        return self.load(host_concat(parts), shift)
+    def load_layers(self, parts: list[Any], shift: Array, dtype: str = "float64") -> Array:
+        torch = self.torch
+        if isinstance(parts[0], torch.Tensor):
+            joined = parts[0] if len(parts) == 1 else torch.cat([p.to(self.dev) for p in parts], 1)
+        else:
+            joined = host_concat(parts)
+        return self.load(joined, shift).to(getattr(torch, dtype))
+
+    def f64(self, z: Array) -> Array:
+        return z.to(self.torch.float64)
 
     def zeros(self, *shape: int) -> Array:
         return self.torch.zeros(shape, dtype=self.torch.float64, device=self.dev)
@@ -128,11 +173,17 @@ class TorchOps:
     def concat(self, parts: list[Array]) -> Array:
         return parts[0] if len(parts) == 1 else self.torch.cat(parts, dim=1)
 
+    def rows_concat(self, parts: list[Array]) -> Array:
+        return parts[0] if len(parts) == 1 else self.torch.cat(parts, dim=0)
+
     def syrk_acc(self, acc: Array, z: Array) -> Array:
-        return acc.addmm_(z.T, z)
+        return self.gemm_acc(acc, z, z)
 
     def gemm_acc(self, acc: Array, x: Array, y: Array) -> Array:
-        return acc.addmm_(x.T, y)
+        """acc += xᵀy; float32 operands (mixed precision) multiply in float32, add in float64."""
+        if x.dtype == acc.dtype:
+            return acc.addmm_(x.T, y)
+        return acc.add_(x.T @ y)
 
     def gram_into(self, out: Array, x: Array) -> None:
         self.torch.mm(x, x.T, out=out)
@@ -193,8 +244,9 @@ class CupyOps(NumpyOps):
         dev = self.cupy.asarray(rows)  # upload float32: half the bytes of float64
         return self.kernels.to_float64(dev, shift)
 
-    def load_layers(self, parts: list[Any], shift: Array) -> Array:
-        return self.load(host_concat(parts), shift)
+    def load_layers(self, parts: list[Any], shift: Array, dtype: str = "float64") -> Array:
+        z = self.load(host_concat(parts), shift)
+        return z if dtype == "float64" else z.astype(dtype)
 
     def zeros(self, *shape: int) -> Array:
         return self.cupy.zeros(shape, dtype=self.cupy.float64)
@@ -204,7 +256,7 @@ class CupyOps(NumpyOps):
         return acc
 
     def gemm_acc(self, acc: Array, x: Array, y: Array) -> Array:
-        acc += x.T @ y
+        acc += x.T @ y  # float32 operands: a float32 product, added in float64
         return acc
 
     def centre(self, k: Array, unbiased: bool) -> None:
@@ -227,7 +279,13 @@ def host_concat(parts: list[Any]) -> Any:
     """One block's layers side by side on the host, so that a block is one device transfer."""
     import numpy as np
 
-    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+    if len(parts) == 1:
+        return parts[0]
+    if type(parts[0]).__module__.startswith("cupy"):
+        import cupy
+
+        return cupy.concatenate(parts, axis=1)
+    return np.concatenate(parts, axis=1)
 
 
 def centre_generic(ops: Ops, k: Array, unbiased: bool) -> None:
@@ -271,8 +329,7 @@ def get_backend(name: str = "auto", device: str = "auto") -> Ops:
 
     auto: CuPy on CUDA when present, else torch on CUDA, else numpy (the fastest CPU path).
     """
-    if name not in BACKENDS:
-        raise UsageError(f"--backend {name!r}: expected one of {', '.join(BACKENDS)}")
+    check_choice("backend", name, BACKENDS)
     if not _DEVICE.match(device):
         raise UsageError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
     from lossxfer.backend import cupy_available
@@ -293,6 +350,16 @@ def get_backend(name: str = "auto", device: str = "auto") -> Ops:
         return CupyOps(_cuda_index(device))
     if device.startswith("cuda") or (_gpu_driver() and _torch_cuda()):
         return TorchOps(device)  # raises DeviceError for --device cuda without CUDA
+    return NumpyOps()
+
+
+def backend_of(array: Any) -> Ops:
+    """The backend that computes on `array` where it lives: numpy, torch (its device) or CuPy."""
+    package = type(array).__module__.partition(".")[0]
+    if package == "torch":
+        return TorchOps(str(array.device))
+    if package == "cupy":
+        return CupyOps(int(array.device.id))
     return NumpyOps()
 
 

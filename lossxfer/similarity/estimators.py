@@ -1,4 +1,4 @@
-"""The CKA estimators of REFERENCE.md §5 as accumulators and their closed-form finish.
+"""The CKA estimators of docs/method.md §5: accumulators, their closed-form finish, a registry.
 
 Streaming (`linear`, `debiased`): exact over all n rows from float64 sufficient statistics of
 row-shifted activations X' = X − 1sᵀ (s a fixed per-layer shift near the mean, so a +100 offset
@@ -11,6 +11,10 @@ Minibatch (Nguyen et al. 2021): Σ_batches HSIC₁ over U-centred per-batch Gram
 pairs from one product of the stacked Grams. RBF: full Gaussian Grams (Kornblith et al.'s demo).
 
 Layers are "joint": A's layers, then B's (two stores) — one store is compared with itself.
+
+Mixed precision (`precision="mixed"`, linear and debiased): the shifted rows are rounded once to
+float32 and each block's products X'ᵀY' are float32 GEMMs, added to float64 sums; column sums
+and the debiased row-norm terms stay float64 (docs/method.md §5 states the error bound).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from lossxfer.errors import UsageError
 from lossxfer.similarity.backends import Array, Ops
 
 Sums = dict[str, Any]  # name → float64 array; every entry adds across row blocks and shards
@@ -53,9 +58,16 @@ class Streaming:
     """Accumulates the sufficient statistics of linear or debiased CKA over row blocks."""
 
     def __init__(
-        self, ops: Ops, layout: Layout, debiased: bool, shift_a: Any, shift_b: Any | None
+        self,
+        ops: Ops,
+        layout: Layout,
+        debiased: bool,
+        shift_a: Any,
+        shift_b: Any | None,
+        precision: str = "exact",
     ) -> None:
         self.ops, self.layout, self.debiased = ops, layout, debiased
+        self.dtype = "float32" if precision == "mixed" else "float64"
         self.shift_a = ops.load(shift_a)
         self.shift_b = None if shift_b is None else ops.load(shift_b)
         pa = sum(layout.widths_a)
@@ -82,29 +94,29 @@ class Streaming:
         self.sums = s
 
     def update(self, rows_a: list[Any], rows_b: list[Any] | None) -> None:
-        """Add one aligned row block (float32 rows per layer, A's then B's)."""
+        """Add one aligned row block (rows per layer, A's then B's)."""
         ops, s = self.ops, self.sums
-        za = ops.load_layers(rows_a, self.shift_a)
-        s["colsum_a"] += za.sum(0)
+        za = ops.load_layers(rows_a, self.shift_a, self.dtype)
+        s["colsum_a"] += ops.f64(za).sum(0)
         if self.layout.widths_b is None or rows_b is None:
             zb = None
             s["gram"] = ops.syrk_acc(s["gram"], za)
         else:
-            zb = ops.load_layers(rows_b, self.shift_b)
-            s["colsum_b"] += zb.sum(0)
+            zb = ops.load_layers(rows_b, self.shift_b, self.dtype)
+            s["colsum_b"] += ops.f64(zb).sum(0)
             s["gram"] = ops.gemm_acc(s["gram"], za, zb)
             for (name, _), x in zip(
                 _self_grams(self.layout), _split_cols(za, zb, self.layout), strict=True
             ):
                 s[name] = ops.syrk_acc(s[name], x)
         if self.debiased:
-            sides = [za] if zb is None else [za, zb]
+            sides = [ops.f64(za)] if zb is None else [ops.f64(za), ops.f64(zb)]
             k = ops.concat([(z * z) @ ind for z, ind in zip(sides, self.indicator, strict=True)])
             s["nn"] = ops.gemm_acc(s["nn"], k, k)
             s["ksum"] += k.sum(0)
-            s["nz_a"] = ops.gemm_acc(s["nz_a"], k, za)
+            s["nz_a"] += k.T @ sides[0]
             if zb is not None:
-                s["nz_b"] = ops.gemm_acc(s["nz_b"], k, zb)
+                s["nz_b"] += k.T @ sides[1]
 
     def export(self) -> Sums:
         return {name: self.ops.numpy(v) for name, v in self.sums.items()}
@@ -218,10 +230,13 @@ class Minibatch:
         self.n_layers = n_layers
         self.sums: Sums = {"hsic": ops.zeros(n_layers, n_layers)}
 
-    def update(self, rows: list[Any]) -> None:
+    def update(self, rows_a: list[Any], rows_b: list[Any] | None) -> None:
         """One minibatch: rows of every joint layer. Each layer's Gram is formed once."""
         ops = self.ops
+        rows = rows_a + (rows_b or [])
         m = rows[0].shape[0]
+        if m < 4:
+            raise UsageError(f"a minibatch of {m} rows: unbiased HSIC needs at least 4")
         stack = ops.empty(self.n_layers, m, m)
         for u, x in enumerate(rows):
             x = ops.load(x)
@@ -247,3 +262,17 @@ def rbf_hsic(ops: Ops, layers: list[Any], threshold: float) -> np.ndarray:
         ops.centre(stack[u], unbiased=False)
     flat = stack.reshape(len(layers), n * n)
     return np.asarray(ops.numpy(flat @ flat.T))
+
+
+class Gather:
+    """RBF's "accumulator": the row blocks themselves (it needs every row at once)."""
+
+    def __init__(self, ops: Ops) -> None:
+        self.ops = ops
+        self.sums: Sums = {"blocks": []}
+
+    def update(self, rows_a: list[Any], rows_b: list[Any] | None) -> None:
+        self.sums["blocks"].append([self.ops.load(x) for x in rows_a + (rows_b or [])])
+
+    def export(self) -> Sums:
+        return self.sums

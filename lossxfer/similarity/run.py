@@ -1,8 +1,9 @@
-"""`lossxfer cka`: layer × layer CKA between one or two activation stores (REFERENCE.md §5).
+"""`lossxfer cka`: layer × layer CKA between one or two activation stores (docs/method.md §5).
 
-Opens and checks the stores, streams row blocks (or gathers minibatches) into the estimator's
-accumulators on the chosen backend, and finishes the matrix. The accumulators of a row range are
-also what a shard file holds (`shard.py`), so an unsharded run is one shard covering every row.
+Opens and checks the stores and feeds their row blocks (read ahead in a thread while the
+previous block computes), or gathered minibatches, into a `CkaAccumulator`. The accumulator's
+sums over a row range are also what a shard file holds (`shard.py`), so an unsharded run is one
+shard covering every row.
 """
 
 from __future__ import annotations
@@ -11,32 +12,29 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import queue
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from lossxfer.errors import InputError, UsageError
+from lossxfer.errors import UsageError
 from lossxfer.progress import ProgressFn, no_progress
-from lossxfer.results import Result, input_record
-from lossxfer.similarity.backends import Ops, get_backend
-from lossxfer.similarity.estimators import (
-    Layout,
-    Minibatch,
-    Streaming,
-    Sums,
-    cka_from_hsic,
-    finish_streaming,
-    rbf_hsic,
-)
+from lossxfer.registry import check_choice
+from lossxfer.results import input_record
+from lossxfer.similarity.api import SHIFT_ROWS, CkaAccumulator
+from lossxfer.similarity.backends import NumpyOps, get_backend
+from lossxfer.similarity.estimators import Layout, Sums
+from lossxfer.similarity.registry import ESTIMATORS, PRECISIONS
+from lossxfer.similarity.result import CkaResult
 from lossxfer.store import Store, check_aligned, open_store
 
+T = TypeVar("T")
 LOG = logging.getLogger("lossxfer")
 
-ESTIMATORS = ("linear", "debiased", "minibatch", "rbf")
-SHIFT_ROWS = 1024  # the per-layer shift is the mean of the split's first rows, in every shard
 BLOCK_BYTES = 1 << 26  # float64 bytes per streamed block (~64 MiB): O(p²) memory, flat in n
 GROUP_BYTES = 1 << 28  # float32 bytes of rows held for a group of minibatches
 
@@ -51,6 +49,7 @@ class CkaConfig:
     layers_a: tuple[str, ...] = ()  # rows; empty or ("all",): every stored layer
     layers_b: tuple[str, ...] = ()  # columns (of B, or of A when alone); empty: as layers_a
     estimator: str = "linear"
+    precision: str = "exact"
     batch_size: int = 256
     passes: int = 1
     threshold: float = 0.5
@@ -63,8 +62,12 @@ class CkaConfig:
 
     def check(self) -> None:
         """Reject bad option values before any file is opened (exit 2)."""
-        if self.estimator not in ESTIMATORS:
-            raise UsageError(f"--estimator {self.estimator!r}: expected {', '.join(ESTIMATORS)}")
+        estimator = ESTIMATORS.get(self.estimator)
+        check_choice("precision", self.precision, PRECISIONS)
+        if self.precision == "mixed" and not estimator.mixed:
+            raise UsageError(
+                f"--precision mixed applies to linear and debiased, not {self.estimator}"
+            )
         if self.batch_size < 4:
             raise UsageError(f"--batch-size {self.batch_size}: unbiased HSIC needs at least 4")
         if self.passes < 1:
@@ -79,8 +82,10 @@ class CkaConfig:
             i, parts = self.shard
             if not 0 <= i < parts:
                 raise UsageError(f"--shard {i}/{parts}: expected i/N with 0 ≤ i < N")
-            if self.estimator == "rbf":
-                raise UsageError("--shard: the rbf estimator needs all rows at once; not shardable")
+            if estimator.unit == "all":
+                raise UsageError(
+                    f"--shard: the {self.estimator} estimator needs all rows at once; not shardable"
+                )
 
 
 @dataclass
@@ -104,6 +109,12 @@ class Job:
         if self.b is not None:
             out += [(self.b, name) for name in self.layers_b]
         return out
+
+    def sides(self, data: list[Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """Rows per joint layer → (A's layers, B's layers or None), as the accumulator takes."""
+        la = len(self.read_a)
+        a = dict(zip(self.read_a, data[:la], strict=True))
+        return a, None if self.b is None else dict(zip(self.layers_b, data[la:], strict=True))
 
     def stores(self) -> list[dict[str, Any]]:
         """Provenance of the stores, as recorded in results and shards."""
@@ -139,7 +150,7 @@ def open_job(config: CkaConfig) -> Iterator[Job]:
             read_a, widths_b, pick = layers_a, tuple(b.dim(split, x) for x in layers_b), None
         if n < 4:
             raise UsageError(f"{a.path}: split {split!r} has {n} rows; CKA needs at least 4")
-        if config.estimator == "rbf" and n > config.max_n:
+        if ESTIMATORS.get(config.estimator).unit == "all" and n > config.max_n:
             raise UsageError(
                 f"{a.path}: --estimator rbf forms {n} × {n} Gram matrices; that is more rows than "
                 f"--max-n {config.max_n} (raise it, or use linear, debiased or minibatch)"
@@ -160,74 +171,115 @@ def _resolve_layers(store: Store, split: str, wanted: tuple[str, ...]) -> list[s
 # -- accumulation ----------------------------------------------------------------------------
 
 
-@dataclass
-class Part:
-    """Accumulators of one range of work units (rows, or minibatches) and what they cover."""
-
-    sums: Sums
-    fixed: dict[str, np.ndarray]  # must be identical across shards (the shifts)
-    unit: str
-    lo: int
-    hi: int
-    total: int
-    rows: int
-
-
 def units(job: Job) -> tuple[str, int]:
-    """What a shard splits: rows for the streaming estimators, minibatches for minibatch."""
-    if job.config.estimator == "minibatch":
-        config = job.config
+    """What a shard splits: minibatches for minibatch, rows for the others."""
+    config = job.config
+    if ESTIMATORS.get(config.estimator).unit == "batches":
         return "batches", len(batch_plan(job.n, config.batch_size, config.passes, config.seed))
     return "rows", job.n
 
 
-def accumulate(job: Job, ops: Ops, lo: int, hi: int, progress: ProgressFn = no_progress) -> Part:
-    """Accumulators over work units [lo, hi) (not for rbf, which is not a sum)."""
+def block_rows(width: int) -> int:
+    """Rows per streamed block for a joint width: ~BLOCK_BYTES of float64, O(p²) memory."""
+    return int(np.clip(BLOCK_BYTES // (8 * width), 256, 16384))
+
+
+def accumulate(
+    job: Job, lo: int, hi: int, progress: ProgressFn = no_progress
+) -> tuple[CkaAccumulator, dict[str, np.ndarray]]:
+    """The accumulator over work units [lo, hi) and the shifts it used (same in every shard)."""
     config = job.config
+    ops = get_backend(config.backend, config.device)
     width = sum(job.layout.widths_a) + sum(job.layout.widths_b or ())
-    block = config.block_rows or int(np.clip(BLOCK_BYTES // (8 * width), 64, 16384))
-    if config.estimator == "minibatch":
+    block = config.block_rows or block_rows(width)
+    fixed: dict[str, np.ndarray] = {}
+    shift: tuple[Any, Any] | None = None
+    if ESTIMATORS.get(config.estimator).unit != "batches":
+        fixed["shift_a"] = _shift(job.a, config.split, job.read_a, job.n)
+        if job.b is not None:
+            fixed["shift_b"] = _shift(job.b, config.split, job.layers_b, job.n)
+        shift = (fixed["shift_a"], fixed.get("shift_b"))
+    acc = CkaAccumulator(
+        config.estimator,
+        precision=config.precision,
+        threshold=config.threshold,
+        backend=ops.name,
+        device=ops.device,
+        shift=shift,
+    )
+    done = 0
+    if acc.estimator.unit == "batches":
         plan = batch_plan(job.n, config.batch_size, config.passes, config.seed)
         group = max(config.batch_size, config.block_rows or GROUP_BYTES // (4 * width))
-        mb = Minibatch(ops, job.layout.joint)
-        rows = 0
-        done = 0
-        for batches, data in _groups(job, plan[lo:hi], group, block):
+        for batches, data in prefetch(_groups(job, plan[lo:hi], group, block)):
             for batch in batches:
-                mb.update([x[batch] for x in data])
-                rows += len(batch)
+                acc.update(*job.sides([x[batch] for x in data]))
             done += len(batches)
             progress("cka minibatches", done, hi - lo)
-        return Part(mb.export(), {}, "batches", lo, hi, len(plan), rows)
-    shift_a = _shift(job.a, config.split, job.read_a, job.n)
-    shift_b = None if job.b is None else _shift(job.b, config.split, job.layers_b, job.n)
-    acc = Streaming(ops, job.layout, config.estimator == "debiased", shift_a, shift_b)
-    blocks_b = _blocks(job.b, job, job.layers_b, block, lo, hi) if job.b is not None else None
-    done = 0
-    for rows_a in _blocks(job.a, job, job.read_a, block, lo, hi):
-        rows_b = None if blocks_b is None else next(blocks_b)
-        acc.update(rows_a, rows_b)
-        done += len(rows_a[0])
-        progress("cka rows", done, hi - lo)
-    fixed = {"shift_a": shift_a} if shift_b is None else {"shift_a": shift_a, "shift_b": shift_b}
-    return Part(acc.export(), fixed, "rows", lo, hi, job.n, hi - lo)
+    else:
+        blocks_b = _blocks(job.b, job, job.layers_b, block, lo, hi) if job.b is not None else None
+        pairs = (
+            (rows_a, None if blocks_b is None else next(blocks_b))
+            for rows_a in _blocks(job.a, job, job.read_a, block, lo, hi)
+        )
+        for rows_a, rows_b in prefetch(pairs):
+            acc.update(rows_a, rows_b)
+            done += len(next(iter(rows_a.values())))
+            progress("cka rows", done, hi - lo)
+    if acc.updates == 0:  # an empty shard: zero sums of the right shapes
+        empty = {name: np.zeros((0, job.a.dim(config.split, name))) for name in job.read_a}
+        acc.update(
+            empty,
+            None
+            if job.b is None
+            else {name: np.zeros((0, job.b.dim(config.split, name))) for name in job.layers_b},
+        )
+    return acc, fixed
+
+
+def prefetch(items: Iterable[T], depth: int = 1) -> Iterator[T]:
+    """`items`, produced `depth` ahead in a thread: HDF5 reads overlap the BLAS work (which
+    releases the GIL). The producer stops when the consumer does; its errors are re-raised."""
+    slots: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    with contextlib.suppress(queue.Full):
+                        slots.put((True, item), timeout=0.1)
+                        break
+                if stop.is_set():
+                    return
+            slots.put((False, None))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            slots.put((False, exc))
+
+    thread = threading.Thread(target=produce, name="lossxfer-cka-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            more, item = slots.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                slots.get_nowait()
+        thread.join()
 
 
 def _blocks(
     store: Store, job: Job, layers: list[str], block: int, lo: int, hi: int
-) -> Iterator[list[np.ndarray]]:
+) -> Iterator[dict[str, np.ndarray]]:
+    """Row blocks (checked finite by the store) as layer name → rows."""
     for b in store.blocks(job.config.split, layers, block_rows=block, start=lo, stop=hi):
-        yield [_finite(store, job.config.split, name, b.layers[name], b.start) for name in layers]
-
-
-def _finite(store: Store, split: str, layer: str, rows: np.ndarray, start: int) -> np.ndarray:
-    """Refuse NaN or infinite activations (exit 3): they would silently poison every sum."""
-    if not np.isfinite(rows).all():
-        bad = start + int(np.argwhere(~np.isfinite(rows))[0][0])
-        raise InputError(
-            f"{store.path}: /{split}/{layer} holds a non-finite value (NaN or inf) at row {bad}"
-        )
-    return rows
+        yield {name: b.layers[name] for name in layers}
 
 
 def _shift(store: Store, split: str, layers: list[str], n: int) -> np.ndarray:
@@ -278,93 +330,63 @@ def _read_rows(store: Store, split: str, layer: str, wanted: np.ndarray, block: 
     for b in store.blocks(split, [layer], block_rows=block, start=first, stop=last):
         stop = b.start + len(b.index)
         i, j = np.searchsorted(wanted, [b.start, stop])
-        out[i:j] = _finite(store, split, layer, b.layers[layer], b.start)[wanted[i:j] - b.start]
+        out[i:j] = b.layers[layer][wanted[i:j] - b.start]
     return out
 
 
 def finish(
-    estimator: str, layout: Layout, sums: Sums, rows: int, pick: list[list[int]] | None
+    config: dict[str, Any], layout: Layout, sums: Sums, rows: int, pick: list[list[int]] | None
 ) -> np.ndarray:
-    """The CKA matrix from complete accumulators over `rows` rows."""
-    if estimator == "minibatch":
-        return select(cka_from_hsic(sums["hsic"], layout), pick)
-    return select(finish_streaming(sums, rows, layout, estimator == "debiased"), pick)
-
-
-def select(matrix: np.ndarray, pick: list[list[int]] | None) -> np.ndarray:
-    """One store: the requested rows and columns of the matrix over every layer read."""
+    """The CKA matrix from complete (merged) shard sums over `rows` rows."""
+    estimator = ESTIMATORS.get(config["estimator"])
+    matrix = estimator.finish(NumpyOps(), sums, rows, layout, config.get("threshold", 0.5))
     return matrix if pick is None else matrix[np.ix_(pick[0], pick[1])]
 
 
 # -- the verb --------------------------------------------------------------------------------
 
 
-def run_cka(config: CkaConfig, progress: ProgressFn | None = None) -> Result:
+def run_cka(config: CkaConfig, progress: ProgressFn | None = None) -> CkaResult:
     """CKA matrix between the layers of store A and those of store B (or A again)."""
-    progress = progress or no_progress
     started = time.perf_counter()
-    ops = get_backend(config.backend, config.device)
     with open_job(config) as job:
-        extra: dict[str, Any] = {}
-        if config.estimator == "rbf":
-            data = [_finite(s, config.split, x, s.read(config.split, x), 0) for s, x in job.joint]
-            hsic = rbf_hsic(ops, data, config.threshold)
-            matrix = select(cka_from_hsic(hsic, job.layout), job.pick)
-        else:
-            unit, total = units(job)
-            part = accumulate(job, ops, 0, total, progress)
-            matrix = finish(config.estimator, job.layout, part.sums, part.rows, job.pick)
-            if unit == "batches":
-                extra["batches"] = total
-        ops.sync()
+        _, total = units(job)
+        acc, _ = accumulate(job, 0, total, progress or no_progress)
+        result = acc.result()
+        if job.b is None:
+            result = result.select(job.layers_a, job.layers_b)
         wall = time.perf_counter() - started
-        stores = job.stores()
-        return make_result(
-            dataclasses.asdict(config),
-            stores,
-            (job.layers_a, job.layers_b, job.n),
-            matrix,
-            inputs=[input_record(s["path"]) for s in stores],
-            timing={
-                "wall_s": wall,
-                "rows_per_s": job.n / wall,
-                "backend": ops.name,
-                "device": ops.device,
-            },
-            extra=extra,
+        return describe(
+            result,
+            job.stores(),
+            config=dataclasses.asdict(config),
+            rows=job.n,
+            wall=wall,
+            extra={"batches": total} if acc.estimator.unit == "batches" else {},
         )
 
 
-def make_result(
-    config: dict[str, Any],
+def describe(
+    result: CkaResult,
     stores: list[dict[str, Any]],
-    shape: tuple[list[str], list[str], int],
-    matrix: np.ndarray,
-    inputs: list[dict[str, Any]],
-    timing: dict[str, Any],
+    config: dict[str, Any],
+    rows: int,
+    wall: float,
     extra: dict[str, Any],
-) -> Result:
-    """The `cka` result record (docs/internals.md): the matrix, its layer names, provenance.
-
-    `shape` is (layers of A, layers of B, rows of the split).
-    """
-    layers_a, layers_b, rows = shape
-    metrics = {
-        "estimator": config["estimator"],
-        "split": config["split"],
-        "layers_a": layers_a,
-        "layers_b": layers_b,
-        "matrix": matrix.tolist(),
-        "model_b": stores[-1]["model"],
-        "rows": rows,
-        **extra,
-    }
-    return Result(
-        kind="cka",
-        metrics=metrics,
-        config=config,
-        inputs=inputs,
+    inputs: list[dict[str, Any]] | None = None,
+) -> CkaResult:
+    """The result with the stores' provenance, the run's configuration and its timing."""
+    timing = {**result.timing, "wall_s": wall, "rows_per_s": rows / wall if wall > 0 else None}
+    return dataclasses.replace(
+        result,
+        split=config["split"],
+        precision=config.get("precision", "exact"),
+        rows=rows,
+        extra=extra,
         model=stores[0]["model"],
+        model_b=stores[-1]["model"],
         dataset=stores[0]["dataset"],
+        config=config,
+        inputs=inputs if inputs is not None else [input_record(s["path"]) for s in stores],
         timing=timing,
     )

@@ -23,11 +23,11 @@ from lossxfer.errors import InputError, UsageError
 from lossxfer.formats import CKA_SHARD, check_format
 from lossxfer.fsio import atomic_path, require_file
 from lossxfer.progress import ProgressFn, no_progress
-from lossxfer.results import Result, input_record
+from lossxfer.results import input_record
 from lossxfer.shards import shard_range
-from lossxfer.similarity.backends import get_backend
 from lossxfer.similarity.estimators import Layout, Sums
-from lossxfer.similarity.run import CkaConfig, accumulate, finish, make_result, open_job, units
+from lossxfer.similarity.result import CkaResult
+from lossxfer.similarity.run import CkaConfig, accumulate, describe, finish, open_job, units
 
 # Fields that must agree between the shards of one computation.
 _SAME = ("estimator", "split", "layers_a", "layers_b", "widths_a", "widths_b", "pick", "n", "unit")
@@ -46,12 +46,11 @@ def compute_shard(config: CkaConfig, progress: ProgressFn | None = None) -> Shar
     config.check()
     if config.shard is None:
         raise UsageError("--shard i/N is needed to write a shard")
-    ops = get_backend(config.backend, config.device)
     index, parts = config.shard
     with open_job(config) as job:
         unit, total = units(job)
         lo, hi = shard_range(total, config.shard)
-        part = accumulate(job, ops, lo, hi, progress or no_progress)
+        acc, fixed = accumulate(job, lo, hi, progress or no_progress)
         stores = job.stores()
         meta = {
             "estimator": config.estimator,
@@ -68,7 +67,7 @@ def compute_shard(config: CkaConfig, progress: ProgressFn | None = None) -> Shar
             "shard": index,
             "lo": lo,
             "hi": hi,
-            "rows": part.rows,
+            "rows": acc.rows,
             "params": {
                 "batch_size": config.batch_size,
                 "passes": config.passes,
@@ -79,10 +78,10 @@ def compute_shard(config: CkaConfig, progress: ProgressFn | None = None) -> Shar
             "identity": [[s["model"], s["index_sha256"]] for s in stores],
             "stores": stores,
             "config": dataclasses.asdict(config),
-            "backend": ops.name,
+            "backend": acc.backend,
             "lossxfer_version": __version__,
         }
-        return Shard(meta, part.sums, part.fixed)
+        return Shard(meta, acc.sums(), fixed)
 
 
 def write_shard(shard: Shard, path: str | os.PathLike[str], force: bool = False) -> Path:
@@ -192,7 +191,7 @@ def _text(value: Any) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def merge_shards(paths: list[Path], progress: ProgressFn | None = None) -> Result:
+def merge_shards(paths: list[Path], progress: ProgressFn | None = None) -> CkaResult:
     """Sum the shards of one computation and finish the CKA matrix.
 
     Shards must agree on estimator, split, layers, stores (model and sample index) and options,
@@ -229,21 +228,22 @@ def merge_shards(paths: list[Path], progress: ProgressFn | None = None) -> Resul
     widths_b = first["widths_b"]
     layout = Layout(tuple(first["widths_a"]), None if widths_b is None else tuple(widths_b))
     rows = sum(int(s.meta["rows"]) for s in shards)
-    matrix = finish(first["estimator"], layout, sums, rows, first["pick"])
     config = {**first["config"], "shard": None}
+    matrix = finish(config, layout, sums, rows, first["pick"])
     extra = {"shards": len(shards)}
     if first["unit"] == "batches":
         extra["batches"] = first["total"]
-    wall = time.perf_counter() - started
-    return make_result(
-        config,
-        first["stores"],
-        (first["layers_a"], first["layers_b"], first["n"]),
-        matrix,
-        inputs=[input_record(p) for p in paths],
-        timing={"wall_s": wall, "backend": "numpy", "device": "cpu"},
-        extra=extra,
+    result = CkaResult(
+        matrix=matrix,
+        layers_a=first["layers_a"],
+        layers_b=first["layers_b"],
+        estimator=first["estimator"],
+        rows=first["n"],
+        timing={"backend": "numpy", "device": "cpu"},
     )
+    wall = time.perf_counter() - started
+    inputs = [input_record(p) for p in paths]
+    return describe(result, first["stores"], config, first["n"], wall, extra, inputs)
 
 
 def _check_tiling(paths: list[Path], shards: list[Shard]) -> None:
