@@ -353,7 +353,7 @@ def test_unavailable_backends(pair) -> None:  # type: ignore[no-untyped-def]
 
     with pytest.raises(UsageError, match="--backend numpy runs on the CPU"):
         get_backend("numpy", "cuda")
-    with pytest.raises(UsageError, match="unknown backend .jax.; choose from"):
+    with pytest.raises(UsageError, match=r"unknown backend .jax.; choose from"):
         get_backend("jax", "cpu")
     assert get_backend("auto", "cpu").name == "numpy"
     if not cupy_available():

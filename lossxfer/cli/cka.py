@@ -54,7 +54,6 @@ def cka(
         typer.Option(
             "--estimator",
             help=_estimators_help(),
-            autocompletion=_complete_estimator,
         ),
     ] = "linear",
     precision: Annotated[
@@ -63,7 +62,6 @@ def cka(
             "--precision",
             help="exact (float64 throughout) or mixed (linear, debiased: float32 products of "
             "shifted row blocks summed in float64; |ΔCKA| ≲ 1e-6, about 2× faster).",
-            autocompletion=_complete_precision,
         ),
     ] = "exact",
     batch_size: Annotated[
@@ -166,15 +164,3 @@ def _estimators_help() -> str:
     from lossxfer.similarity.registry import ESTIMATORS
 
     return "; ".join(f"{name}: {ESTIMATORS.get(name).summary}" for name in ESTIMATORS) + "."
-
-
-def _complete_estimator(incomplete: str) -> list[str]:
-    from lossxfer.similarity.registry import ESTIMATORS
-
-    return [name for name in ESTIMATORS if name.startswith(incomplete)]
-
-
-def _complete_precision(incomplete: str) -> list[str]:
-    from lossxfer.similarity.registry import PRECISIONS
-
-    return [name for name in PRECISIONS if name.startswith(incomplete)]

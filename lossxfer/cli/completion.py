@@ -47,7 +47,8 @@ CHOICES: dict[str, Callable[[], list[str]]] = {
     "--pool": _names("lossxfer.extract", "POOLS"),
     "--dtype": _words("float32", "float16"),
     "--compression": _words("lzf", "gzip"),
-    "--estimator": _words("linear", "debiased", "minibatch", "rbf"),
+    "--estimator": _names("lossxfer.similarity.registry", "ESTIMATORS"),
+    "--precision": _names("lossxfer.similarity.registry", "PRECISIONS"),
     "--backend": _words("auto", "numpy", "torch", "cupy"),
     "--method": _names("lossxfer.probe.methods", "PROBES", ("all",)),
 }
