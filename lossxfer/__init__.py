@@ -28,6 +28,9 @@ _EXPORTS: dict[str, str] = {
     "create_objective": "lossxfer.objectives.module",
     "list_objectives": "lossxfer.objectives.base",
     "list_architectures": "lossxfer.models",
+    # activations of any torch module
+    "extract_features": "lossxfer.activations",
+    "Activations": "lossxfer.activations",
     # class separation (docs/method.md §6)
     "class_separation": "lossxfer.separation",
     "Separation": "lossxfer.separation",
@@ -59,6 +62,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     # `import X as X`: re-exported for type checkers, one line per name so merges stay clean
+    from lossxfer.activations import Activations as Activations
+    from lossxfer.activations import extract_features as extract_features
     from lossxfer.errors import DeviceError as DeviceError
     from lossxfer.errors import DivergedError as DivergedError
     from lossxfer.errors import InputError as InputError

@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from lossxfer.activations import POOLS, QUEUE_DEPTH, hooked, resolve_layers, stream_rows
 from lossxfer.errors import InputError, UsageError
 from lossxfer.fsio import check_output, sha256
 from lossxfer.progress import ProgressFn, no_progress
-from lossxfer.registry import unknown_name_message
 from lossxfer.results import Result
 from lossxfer.shards import parse_shard, shard_range
 from lossxfer.store import LayerSpec, StoreWriter
@@ -36,9 +36,7 @@ if TYPE_CHECKING:
     from lossxfer.data import Data, InputSpec, Split
     from lossxfer.nets import Network
 
-POOLS = ("avg", "flatten")
 DEFAULT_LAYERS = ("penultimate", "logits")
-QUEUE_DEPTH = 2  # batches in flight per hand-over: enough to overlap, bounded memory
 
 
 @dataclass(frozen=True)
@@ -81,7 +79,7 @@ def run_extract(config: ExtractConfig, progress: ProgressFn | None = None) -> Re
     network, meta = load_checkpoint(config.checkpoint)
     sha = sha256(config.checkpoint)
     data = _load_data(config, meta)
-    layers = resolve_layers(network, config.layers)
+    layers = resolve_layers(network.layer_names(), config.layers, network.layer_names())
     splits = {name: data.split(name) for name in config.splits}
     sizes = {name: min(len(s), config.limit or len(s)) for name, s in splits.items()}
     empty = [name for name, n in sizes.items() if n == 0]
@@ -178,28 +176,6 @@ def _load_data(config: ExtractConfig, meta: CheckpointMeta) -> Data:
     return dataclasses.replace(data, input=want)
 
 
-def resolve_layers(network: Network, requested: tuple[str, ...]) -> list[str]:
-    """Layer names in network order; `all` = every named layer; unknown → exit 2."""
-    names = network.layer_names()
-    if "all" in requested:
-        return names
-    for name in requested:
-        if name not in names:
-            raise UsageError(unknown_name_message("layer", name, names))
-    if len(set(requested)) != len(requested):
-        raise UsageError(f"--layers {','.join(requested)}: a layer is named twice")
-    return [n for n in names if n in requested]
-
-
-def pool_activation(output: torch.Tensor, pool: str) -> torch.Tensor:
-    """N × C × H × W → N × C (avg) or N × CHW (flatten); N × D unchanged. Always a new tensor."""
-    if output.ndim == 2:
-        return output.clone()
-    if pool == "avg":
-        return output.mean(dim=tuple(range(2, output.ndim)))
-    return output.flatten(1).clone()
-
-
 def layer_specs(
     network: Network, layers: list[str], pool: str, spec: InputSpec, device: torch.device
 ) -> dict[str, LayerSpec]:
@@ -209,7 +185,7 @@ def layer_specs(
     shapes: dict[str, tuple[int, ...]] = {}
     x = torch.zeros(1, spec.channels, spec.size, spec.size, device=device)
     record = lambda name, out: shapes.__setitem__(name, out.shape[1:])  # noqa: E731
-    with torch.inference_mode(), hooked(network, layers, record):
+    with torch.inference_mode(), hooked(network.named_layers(), layers, record):
         network(x)
     out = {}
     for name in layers:
@@ -236,36 +212,25 @@ def extract_split(
     import torch
 
     dtype = {"float32": torch.float32, "float16": torch.float16}[config.dtype]
-    captured: dict[str, torch.Tensor] = {}
     batches = batch_iter(split, lo, hi, config.batch_size, config.workers, device)
     forward_s = 0.0
     done = 0
     progress(f"extract {name}", 0, hi - lo)
-
-    def capture(layer: str, output: torch.Tensor) -> None:
-        captured[layer] = pool_activation(output, config.pool).to(dtype)
-
-    with (
-        torch.inference_mode(),
-        hooked(network, layers, capture),
-        _Background(batches) as prepared,
-        _BackgroundWriter() as sink,
-    ):
-        for start, images in prepared:
-            tick = time.perf_counter()
-            network(images.to(device, non_blocking=True))
-            rows = {layer: captured.pop(layer).cpu().numpy() for layer in layers}
-            forward_s += time.perf_counter() - tick
-            stop = start + len(images)
+    modules = network.named_layers()
+    stream = stream_rows(network, modules, layers, batches, config.pool, dtype, device)
+    with _BackgroundWriter() as sink:
+        for start, rows, seconds in stream:
+            forward_s += seconds
+            n = len(rows[layers[0]])
             sink.put(
                 writer.write,
                 name,
                 start - lo,
-                split.labels[start:stop],
-                split.index[start:stop],
+                split.labels[start : start + n],
+                split.index[start : start + n],
                 rows,
             )
-            done += len(images)
+            done += n
             progress(f"extract {name}", done, hi - lo)
     return forward_s
 
@@ -320,71 +285,7 @@ def describe_transform(dataset: Any) -> str:
     return " ".join(repr(transform).split())
 
 
-@contextlib.contextmanager
-def hooked(
-    network: Network, layers: list[str], fn: Callable[[str, torch.Tensor], None]
-) -> Iterator[None]:
-    """Forward hooks on named layers calling `fn(name, output)`; removed on exit, always."""
-    modules = network.named_layers()
-    handles = [
-        modules[name].register_forward_hook(
-            lambda _m, _i, output, name=name: fn(name, output.detach())
-        )
-        for name in layers
-    ]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-_DONE = object()
-
-
-class _Background:
-    """Run an iterator in a thread, QUEUE_DEPTH items ahead; its errors re-raise in the reader."""
-
-    def __init__(self, source: Iterator[Any]) -> None:
-        self.source = source
-        self.items: queue.Queue[Any] = queue.Queue(QUEUE_DEPTH)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="lossxfer-prefetch", daemon=True)
-
-    def _run(self) -> None:
-        try:
-            for item in self.source:
-                while not self.stop.is_set():
-                    try:
-                        self.items.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self.stop.is_set():
-                    return
-            self.items.put(_DONE)
-        except BaseException as exc:  # handed to the consumer
-            self.items.put(exc)
-
-    def __enter__(self) -> Iterator[Any]:
-        self.thread.start()
-        return self._iterate()
-
-    def _iterate(self) -> Iterator[Any]:
-        while True:
-            item = self.items.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        while self.thread.is_alive():  # unblock a producer waiting on a full queue
-            with contextlib.suppress(queue.Empty):
-                self.items.get(timeout=0.1)
-        self.thread.join()
+_STOP = object()
 
 
 class _BackgroundWriter:
@@ -396,7 +297,7 @@ class _BackgroundWriter:
         self.thread = threading.Thread(target=self._run, name="lossxfer-writer", daemon=True)
 
     def _run(self) -> None:
-        while (call := self.calls.get()) is not _DONE:
+        while (call := self.calls.get()) is not _STOP:
             if self.error is None:
                 try:
                     call[0](*call[1:])
@@ -415,7 +316,7 @@ class _BackgroundWriter:
     def __exit__(self, exc_type: object, *exc: object) -> None:
         if exc_type is not None:
             self.error = self.error or RuntimeError("extraction stopped")  # skip pending writes
-        self.calls.put(_DONE)
+        self.calls.put(_STOP)
         self.thread.join()
         if exc_type is None and self.error is not None:
             raise self.error

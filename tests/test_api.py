@@ -370,3 +370,90 @@ def test_r2_is_invariant_to_row_scaling_and_class_relabelling(
         assert other.r2 == pytest.approx(base.r2, rel=1e-6, abs=1e-9)
         assert other.d_within == pytest.approx(base.d_within, rel=1e-6, abs=1e-9)
         assert other.d_total == pytest.approx(base.d_total, rel=1e-6, abs=1e-9)
+
+
+# --- extract_features ---------------------------------------------------------------------------
+
+
+def test_extract_features_equals_the_cli_on_a_checkpoint(tmp_path: Path, cli: Any) -> None:
+    import numpy as np
+    import torch
+    from test_checkpoint import make_checkpoint
+
+    from lossxfer.checkpoint import load_checkpoint
+    from lossxfer.data import load_data
+    from lossxfer.store import open_store
+
+    data = "synthetic:classes=3,size=8"
+    ckpt = tmp_path / "m.safetensors"
+    make_checkpoint(ckpt, "smallcnn", classes=(0, 1, 2), data=data)
+    store = tmp_path / "acts.h5"
+    layers = "block2,penultimate,logits"
+    run = cli("extract", ckpt, "--data", data, "--split", "test", "--layers", layers,
+              "--pool", "flatten", "-o", store, "-q")  # fmt: skip
+    assert run.code == 0, run.stderr
+    network, _ = load_checkpoint(ckpt)
+    split = load_data(data, (0, 1, 2), 0.0).split("test")
+    images, _ = split.dataset.tensors()
+    labels = torch.from_numpy(split.labels)
+    batches = [(images[i : i + 7], labels[i : i + 7]) for i in range(0, len(images), 7)]
+    ours = lossxfer.extract_features(network, batches, layers.split(","), pool="flatten")
+    assert isinstance(ours, lossxfer.Activations) and network.training  # left as found
+    with open_store(store) as s:
+        for layer in layers.split(","):
+            np.testing.assert_array_equal(ours[layer], s.read("test", layer))
+        np.testing.assert_array_equal(ours.labels, s.labels("test"))
+
+
+def test_extract_features_of_any_module_by_module_path(tmp_path: Path) -> None:
+    import numpy as np
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lossxfer.store import open_store
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3))
+    images, labels = torch.randn(10, 1, 6, 6), torch.arange(10) % 3
+    model(images)  # materialise the lazy layer
+    acts = lossxfer.extract_features(model, [images[:4], images[4:]], ["1", "3"])
+    with torch.no_grad():
+        relu = model[1](model[0](images))
+        logits = model(images)
+    np.testing.assert_allclose(acts["1"], relu.mean((2, 3)).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(acts["3"], logits.numpy(), rtol=1e-6)
+    assert acts.labels is None
+    loader = DataLoader(TensorDataset(images, labels), batch_size=3)
+    record = lossxfer.extract_features(model, {"train": loader, "test": loader}, ["1"],
+                                       pool="flatten", out=tmp_path / "s.h5")  # fmt: skip
+    assert record.kind == "extract" and record.metrics == {
+        "splits": {"train": 10, "test": 10},
+        "layers": {"1": 64},
+    }
+    with open_store(tmp_path / "s.h5") as s:
+        np.testing.assert_allclose(s.read("test", "1"), relu.flatten(1).numpy(), rtol=1e-6)
+        assert s.labels("train").tolist() == labels.tolist()
+        assert s.layer_attrs("train", "1")["pool"] == "flatten"
+
+
+def test_extract_features_rejects_bad_requests(tmp_path: Path) -> None:
+    import torch
+    from torch import nn
+
+    model = nn.Sequential(nn.Linear(3, 2), nn.ReLU())
+    x = torch.randn(4, 3)
+    with pytest.raises(lossxfer.UsageError, match="unknown layer 'O'"):
+        lossxfer.extract_features(model, [x], ["O"])
+    with pytest.raises(lossxfer.UsageError, match="no named layers"):
+        lossxfer.extract_features(model, [x], ["all"])
+    with pytest.raises(lossxfer.UsageError, match="did you mean 'avg'"):
+        lossxfer.extract_features(model, [x], ["0"], pool="avh")
+    with pytest.raises(lossxfer.UsageError, match=r"rows=\{'train': N\}"):
+        lossxfer.extract_features(model, [(x, torch.zeros(4))], ["0"], out=tmp_path / "a.h5")
+    with pytest.raises(InputError, match="needs labels"):
+        lossxfer.extract_features(model, [x], ["0"], out=tmp_path / "a.h5", rows={"train": 4})
+    with pytest.raises(InputError, match="3 rows, not the 4 given"):
+        lossxfer.extract_features(model, [(x[:3], torch.zeros(3))], ["0"], out=tmp_path / "a.h5",
+                                  rows={"train": 4})  # fmt: skip
+    assert not (tmp_path / "a.h5").exists()  # no partial store

@@ -16,9 +16,9 @@ import torch
 from conftest import REPO
 from test_checkpoint import make_checkpoint
 
+from lossxfer.activations import hooked
 from lossxfer.checkpoint import load_checkpoint
 from lossxfer.data import InputSpec, load_data
-from lossxfer.extract import hooked
 from lossxfer.store import check_aligned, open_store
 
 DATA = "synthetic:classes=5,size=8"  # 50 train + 20 test images per class, 1 channel
@@ -226,7 +226,10 @@ def test_existing_output_kept_and_bad_checkpoint_exit_3(cli, ckpt: Path, tmp_pat
 def test_hooks_are_removed_even_on_error(ckpt: Path) -> None:
     network, _ = load_checkpoint(ckpt)
     modules = network.named_layers().values()
-    with pytest.raises(ZeroDivisionError), hooked(network, network.layer_names(), print):
+    with (
+        pytest.raises(ZeroDivisionError),
+        hooked(network.named_layers(), network.layer_names(), print),
+    ):
         assert all(m._forward_hooks for m in modules)
         _ = 1 / 0
     assert not any(m._forward_hooks for m in modules)

@@ -44,7 +44,7 @@ CHOICES: dict[str, Callable[[], list[str]]] = {
     "--loss": _names("lossxfer.objectives", "OBJECTIVES"),
     "--arch": _names("lossxfer.models", "ARCHS"),
     "--split": _names("lossxfer.data", "SPLITS"),
-    "--pool": _names("lossxfer.extract", "POOLS"),
+    "--pool": _names("lossxfer.activations", "POOLS"),
     "--dtype": _words("float32", "float16"),
     "--compression": _words("lzf", "gzip"),
     "--estimator": _names("lossxfer.similarity.registry", "ESTIMATORS"),
