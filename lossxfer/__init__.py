@@ -35,6 +35,12 @@ _EXPORTS: dict[str, str] = {
     "class_separation": "lossxfer.separation",
     "Separation": "lossxfer.separation",
     "SeparationAccumulator": "lossxfer.separation",
+    # CKA (docs/method.md §5)
+    "cka": "lossxfer.similarity.api",
+    "cka_matrix": "lossxfer.similarity.api",
+    "minibatch_cka": "lossxfer.similarity.api",
+    "CkaAccumulator": "lossxfer.similarity.api",
+    "CkaResult": "lossxfer.similarity.result",
     # probes (docs/method.md §4)
     "linear_probe": "lossxfer.probe.arrays",
     "ridge_probe": "lossxfer.probe.arrays",
@@ -84,3 +90,8 @@ if TYPE_CHECKING:
     from lossxfer.separation import Separation as Separation
     from lossxfer.separation import SeparationAccumulator as SeparationAccumulator
     from lossxfer.separation import class_separation as class_separation
+    from lossxfer.similarity.api import CkaAccumulator as CkaAccumulator
+    from lossxfer.similarity.api import cka as cka
+    from lossxfer.similarity.api import cka_matrix as cka_matrix
+    from lossxfer.similarity.api import minibatch_cka as minibatch_cka
+    from lossxfer.similarity.result import CkaResult as CkaResult

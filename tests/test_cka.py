@@ -129,7 +129,7 @@ def as64(layers: dict[str, np.ndarray]) -> list[np.ndarray]:
 
 
 def matrix(result) -> np.ndarray:  # type: ignore[no-untyped-def]
-    return np.asarray(result.matrix, dtype=np.float64)
+    return np.array(result.metrics["matrix"], dtype=np.float64)
 
 
 @pytest.fixture
@@ -155,7 +155,7 @@ def test_one_store_matches_gram_formulas(tmp_path: Path, estimator: str) -> None
     expected = brute(as64(layers), as64(layers), estimator)
     np.testing.assert_allclose(matrix(result), expected, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(np.diag(matrix(result)), 1.0, rtol=1e-12)  # CKA(X, X) = 1
-    assert result.layers_a == result.layers_b == list(layers)
+    assert result.metrics["layers_a"] == result.metrics["layers_b"] == list(layers)
 
 
 @pytest.mark.parametrize("estimator", ["linear", "debiased", "rbf"])
@@ -166,8 +166,8 @@ def test_two_stores_match_gram_formulas(pair, estimator: str) -> None:  # type: 
     expected = brute(as64(a), as64(b), estimator)
     assert expected.min() < 0.9 and expected.max() > 0.3  # a matrix with something in it
     np.testing.assert_allclose(matrix(result), expected, rtol=1e-9, atol=1e-12)
-    assert result.layers_b == list(b)
-    assert result.model_b["objective"] == "cosine_softmax"
+    assert result.metrics["layers_b"] == list(b)
+    assert result.metrics["model_b"]["objective"] == "cosine_softmax"
     assert result.model["objective"] == "softmax"
 
 
@@ -209,7 +209,7 @@ def test_minibatch_is_ratio_of_summed_per_batch_hsic(pair, passes: int) -> None:
     xs, ys = as64(a), as64(b)
     expected = minibatch_brute(xs, ys, batches)
     np.testing.assert_allclose(matrix(result), expected, rtol=1e-9)
-    assert result.extra["batches"] == len(batches)
+    assert result.metrics["batches"] == len(batches)
     mean_of_ratios = np.mean(
         [
             hsic_unbiased(gram(xs[0][i]), gram(ys[0][i]))
@@ -307,8 +307,8 @@ def test_shards_merge_to_the_unsharded_result(
         parts.append(write_shard(shard, tmp_path / f"part{i}{suffix}"))
     merged = merge_shards(parts[::-1])
     np.testing.assert_allclose(matrix(merged), matrix(whole), rtol=1e-12, atol=1e-14)
-    assert merged.layers_a == whole.layers_a
-    assert merged.model == whole.model and merged.model_b == whole.model_b
+    assert merged.metrics["layers_a"] == whole.metrics["layers_a"]
+    assert merged.model == whole.model and merged.metrics["model_b"] == whole.metrics["model_b"]
     with pytest.raises(InputError, match="no shard"):
         merge_shards(parts[:2])
     with pytest.raises(InputError, match="twice"):

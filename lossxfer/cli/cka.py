@@ -102,6 +102,7 @@ def cka(
     from lossxfer.shards import parse_shard
     from lossxfer.similarity import CkaConfig, compute_shard, merge_shards, run_cka, write_shard
     from lossxfer.similarity.plot import plot_heatmap
+    from lossxfer.similarity.result import CkaResult
 
     if merge and shard:
         raise UsageError("--merge and --shard exclude each other")
@@ -151,12 +152,11 @@ def cka(
                 )
             return
         result = merge_shards(inputs, ui.progress) if merge else run_cka(config, ui.progress)
-        record = result.record()
         if out is not None:
-            record.write(out, force)
+            result.write(out, force)
         if plot is not None:
-            plot_heatmap(record, plot, force)
-        ui.emit(record, render=lambda _: result)
+            plot_heatmap(result, plot, force)
+        ui.emit(result, render=lambda r: CkaResult.from_dict(r.metrics))
 
 
 def _estimators_help() -> str:

@@ -121,6 +121,10 @@ class CkaAccumulator:
         """Where the sums live: numpy, torch or cupy (None before the first update)."""
         return None if self._ops is None else self._ops.name
 
+    @property
+    def device(self) -> str | None:
+        return None if self._ops is None else self._ops.device
+
     def sums(self) -> Sums:
         """The accumulated sums as float64 numpy arrays (what a CKA shard file holds)."""
         return self._started().export()
@@ -159,14 +163,13 @@ class CkaAccumulator:
         )
         extra = {"batches": self.updates} if self.estimator.unit == "batches" else {}
         return CkaResult(
-            matrix=np.asarray(matrix, dtype=np.float64),
+            estimator=self.estimator.name,
             layers_a=list(self.layers_a),
             layers_b=list(self.layers_a if self.layers_b is None else self.layers_b),
-            estimator=self.estimator.name,
+            matrix=matrix,
             rows=self.rows,
             precision=self.precision,
             extra=extra,
-            timing={"backend": self._ops.name, "device": self._ops.device},
         )
 
     def _started(self) -> Any:

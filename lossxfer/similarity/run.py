@@ -24,7 +24,7 @@ import numpy as np
 from lossxfer.errors import UsageError
 from lossxfer.progress import ProgressFn, no_progress
 from lossxfer.registry import check_choice
-from lossxfer.results import input_record
+from lossxfer.results import Result, input_record
 from lossxfer.similarity.api import SHIFT_ROWS, CkaAccumulator
 from lossxfer.similarity.backends import NumpyOps, get_backend
 from lossxfer.similarity.estimators import Layout, Sums
@@ -346,8 +346,8 @@ def finish(
 # -- the verb --------------------------------------------------------------------------------
 
 
-def run_cka(config: CkaConfig, progress: ProgressFn | None = None) -> CkaResult:
-    """CKA matrix between the layers of store A and those of store B (or A again)."""
+def run_cka(config: CkaConfig, progress: ProgressFn | None = None) -> Result:
+    """The `cka` record: CKA between the layers of store A and those of store B (or A again)."""
     started = time.perf_counter()
     with open_job(config) as job:
         _, total = units(job)
@@ -355,38 +355,32 @@ def run_cka(config: CkaConfig, progress: ProgressFn | None = None) -> CkaResult:
         result = acc.result()
         if job.b is None:
             result = result.select(job.layers_a, job.layers_b)
-        wall = time.perf_counter() - started
-        return describe(
-            result,
-            job.stores(),
-            config=dataclasses.asdict(config),
-            rows=job.n,
-            wall=wall,
-            extra={"batches": total} if acc.estimator.unit == "batches" else {},
-        )
+        result.rows = job.n
+        if acc.estimator.unit == "batches":
+            result.extra["batches"] = total
+        timing = {"backend": acc.backend, "device": acc.device}
+        return record(result, job.stores(), dataclasses.asdict(config), started, timing)
 
 
-def describe(
+def record(
     result: CkaResult,
     stores: list[dict[str, Any]],
     config: dict[str, Any],
-    rows: int,
-    wall: float,
-    extra: dict[str, Any],
+    started: float,
+    timing: dict[str, Any],
     inputs: list[dict[str, Any]] | None = None,
-) -> CkaResult:
-    """The result with the stores' provenance, the run's configuration and its timing."""
-    timing = {**result.timing, "wall_s": wall, "rows_per_s": rows / wall if wall > 0 else None}
-    return dataclasses.replace(
-        result,
-        split=config["split"],
-        precision=config.get("precision", "exact"),
-        rows=rows,
-        extra=extra,
-        model=stores[0]["model"],
-        model_b=stores[-1]["model"],
-        dataset=stores[0]["dataset"],
+) -> Result:
+    """The `cka` result record: the result with the stores' provenance, config and timing."""
+    result.split = config["split"]
+    result.precision = config.get("precision", "exact")
+    result.extra["model_b"] = stores[-1]["model"]
+    wall = time.perf_counter() - started
+    return Result(
+        kind="cka",
+        metrics=result.to_dict(),
         config=config,
         inputs=inputs if inputs is not None else [input_record(s["path"]) for s in stores],
-        timing=timing,
+        model=stores[0]["model"],
+        dataset=stores[0]["dataset"],
+        timing={**timing, "wall_s": wall, "rows_per_s": result.rows / wall if wall else None},
     )

@@ -23,11 +23,11 @@ from lossxfer.errors import InputError, UsageError
 from lossxfer.formats import CKA_SHARD, check_format
 from lossxfer.fsio import atomic_path, require_file
 from lossxfer.progress import ProgressFn, no_progress
-from lossxfer.results import input_record
+from lossxfer.results import Result, input_record
 from lossxfer.shards import shard_range
 from lossxfer.similarity.estimators import Layout, Sums
 from lossxfer.similarity.result import CkaResult
-from lossxfer.similarity.run import CkaConfig, accumulate, describe, finish, open_job, units
+from lossxfer.similarity.run import CkaConfig, accumulate, finish, open_job, record, units
 
 # Fields that must agree between the shards of one computation.
 _SAME = ("estimator", "split", "layers_a", "layers_b", "widths_a", "widths_b", "pick", "n", "unit")
@@ -191,7 +191,7 @@ def _text(value: Any) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def merge_shards(paths: list[Path], progress: ProgressFn | None = None) -> CkaResult:
+def merge_shards(paths: list[Path], progress: ProgressFn | None = None) -> Result:
     """Sum the shards of one computation and finish the CKA matrix.
 
     Shards must agree on estimator, split, layers, stores (model and sample index) and options,
@@ -234,16 +234,16 @@ def merge_shards(paths: list[Path], progress: ProgressFn | None = None) -> CkaRe
     if first["unit"] == "batches":
         extra["batches"] = first["total"]
     result = CkaResult(
-        matrix=matrix,
+        estimator=first["estimator"],
         layers_a=first["layers_a"],
         layers_b=first["layers_b"],
-        estimator=first["estimator"],
+        matrix=matrix,
         rows=first["n"],
-        timing={"backend": "numpy", "device": "cpu"},
+        extra=extra,
     )
-    wall = time.perf_counter() - started
     inputs = [input_record(p) for p in paths]
-    return describe(result, first["stores"], config, first["n"], wall, extra, inputs)
+    timing = {"backend": "numpy", "device": "cpu"}
+    return record(result, first["stores"], config, started, timing, inputs)
 
 
 def _check_tiling(paths: list[Path], shards: list[Shard]) -> None:
