@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
+import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lossxfer.errors import DeviceError, UsageError
 
@@ -72,3 +74,45 @@ def cpu_threads(device: torch.device, threads: int | None, sample_numel: int) ->
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def sgd(params: Any, **options: Any) -> torch.optim.SGD:
+    """torch's SGD, stepping without importing torch._dynamo (seconds of start-up).
+
+    torch marks optimizer methods "do not compile" through wrappers that import torch._dynamo
+    on their first call, and `step` calls `torch._dynamo.graph_break()`, a no-op outside
+    compilation: on a small CPU that import costs more than a whole digits epoch. Here `step`
+    is torch's own step under no_grad (what its wrapper does when not compiling), and the
+    other wrappers' cache of what to call is pre-filled with the function itself. lossxfer
+    compiles networks, never the optimizer, so nothing is lost (tests/test_train.py checks
+    that a run does not load torch._dynamo and that updates equal torch.optim.SGD's).
+    """
+    import torch
+
+    _skip_dynamo_wrappers(torch)
+    sgd_class: type[torch.optim.SGD] = _sgd_class()
+    return sgd_class(params, **options)
+
+
+def _skip_dynamo_wrappers(torch: Any) -> None:
+    wrapper = torch._disable_dynamo(lambda: None).__code__
+    for name, module in list(sys.modules.items()):
+        if not name.startswith("torch.optim") or module is None:
+            continue
+        for obj in list(vars(module).values()):
+            for fn in vars(obj).values() if isinstance(obj, type) else (obj,):
+                inner = getattr(fn, "__wrapped__", None)
+                if getattr(fn, "__code__", None) is wrapper and inner is not None:
+                    setattr(inner, "__dynamo_disable", inner)
+
+
+@functools.cache
+def _sgd_class() -> type:
+    import torch
+
+    class SGD(torch.optim.SGD):
+        @torch.no_grad()
+        def step(self, closure: Any = None) -> Any:
+            return torch.optim.SGD.step.__wrapped__(self, closure)  # type: ignore[attr-defined]
+
+    return SGD

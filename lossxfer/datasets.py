@@ -229,15 +229,27 @@ def _loadmat(path: Path) -> dict[str, Any]:
 def _digits(spec: DataSpec, download: bool) -> Source:
     """scikit-learn's bundled 8×8 handwritten digits (1,797 images, 10 classes).
 
-    Fixed split: every fifth image (i % 5 == 0) is test (360), the rest train (1,437).
+    Fixed split: every fifth image (i % 5 == 0) is test (360), the rest train (1,437). Read
+    from the CSV that scikit-learn ships (64 pixel values 0–16 and the label per row), found
+    without importing scikit-learn, whose import costs seconds.
     """
+    import importlib.util
+
     import numpy as np
     import torch
-    from sklearn.datasets import load_digits
 
-    bunch = load_digits()
-    images = torch.from_numpy((bunch.images / 16.0).astype(np.float32)).unsqueeze(1)
-    labels = bunch.target.astype(np.int64)
+    found = importlib.util.find_spec("sklearn")
+    if found is None or not found.submodule_search_locations:
+        raise InputError("digits: scikit-learn, which bundles the digits, is not installed")
+    folder = Path(next(iter(found.submodule_search_locations)))
+    path = folder / "datasets" / "data" / "digits.csv.gz"
+    try:
+        with gzip.open(path, "rt") as fh:
+            table = np.loadtxt(fh, delimiter=",", dtype=np.float32)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"digits: cannot read {path}: {exc}") from None
+    images = torch.from_numpy(table[:, :64].reshape(-1, 1, 8, 8) / 16.0)
+    labels = table[:, 64].astype(np.int64)
     is_test = np.arange(len(labels)) % 5 == 0
     splits = {
         name: (images[torch.from_numpy(mask)], labels[mask])

@@ -17,6 +17,7 @@ from typing import Any
 
 from lossxfer.errors import InputError
 from lossxfer.formats import CHECKPOINT
+from lossxfer.fsio import require_file
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURE = b"PK\x03\x04"  # torch.save's default container (pickle inside a zip)
@@ -26,10 +27,10 @@ MAX_HEADER = 100 * 2**20  # safetensors' own limit on the JSON header
 KINDS = {
     "checkpoint": ("a lossxfer checkpoint", "extract, finetune, info"),
     "state": ("resumable training state", "train --resume"),
-    "safetensors": ("a safetensors file without lossxfer metadata", "info"),
+    "safetensors": ("a safetensors file without lossxfer metadata", ""),
     "store": ("an HDF5 activation store", "probe, separation, cka, info"),
     "result": ("a JSON result record", "report, info"),
-    "pickle": ("a pickled PyTorch file (.pth/.bin/.ckpt), which lossxfer never loads", "none"),
+    "pickle": ("a pickled PyTorch file (.pth/.bin/.ckpt), which lossxfer never loads", ""),
     "run": ("a run directory", "report"),
 }
 PICKLE_ADVICE = (
@@ -38,8 +39,10 @@ PICKLE_ADVICE = (
 )
 
 
-def safetensors_header(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The JSON header of a safetensors file (tensor table and `__metadata__`), checked."""
+def safetensors_header(path: str | os.PathLike[str], whole: bool = True) -> dict[str, Any]:
+    """The JSON header of a safetensors file (tensor table and `__metadata__`).
+
+    `whole`: also check that every tensor's bytes lie inside the file (not truncated)."""
     p = Path(path)
     try:
         with open(p, "rb") as fh:
@@ -47,7 +50,7 @@ def safetensors_header(path: str | os.PathLike[str]) -> dict[str, Any]:
             head = fh.read(8)
             length = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
             if not 2 <= length <= min(MAX_HEADER, size - 8):
-                raise InputError(f"{p}: {describe_kind(p)}, not a safetensors file")
+                raise InputError(f"{p}: not a safetensors file ({describe_kind(p)})")
             header = json.loads(fh.read(length))
     except OSError as exc:
         raise InputError(f"{p}: cannot read: {exc.strerror or exc}") from None
@@ -56,14 +59,16 @@ def safetensors_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(header, dict):
         raise InputError(f"{p}: not a safetensors file (its header is not a JSON object)")
     data = size - 8 - length
-    for key, entry in header.items():
+    for key, entry in header.items() if whole else ():
         if key == "__metadata__":
             continue
         offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
         if not (isinstance(offsets, list) and len(offsets) == 2 and 0 <= offsets[0] <= offsets[1]):
             raise InputError(f"{p}: safetensors entry {key!r} is malformed")
         if offsets[1] > data:
-            raise InputError(f"{p}: truncated (tensor {key!r} ends past the end of the file)")
+            raise InputError(
+                f"{p}: not a readable safetensors file (truncated: {key!r} ends past its end)"
+            )
     return header
 
 
@@ -72,8 +77,7 @@ def sniff(path: str | os.PathLike[str]) -> str:
     p = Path(path)
     if p.is_dir():
         return "run"
-    if not p.exists():
-        raise InputError(f"{p}: no such file")
+    require_file(p)
     try:
         with open(p, "rb") as fh:
             head = fh.read(16)
@@ -85,7 +89,7 @@ def sniff(path: str | os.PathLike[str]) -> str:
         return "pickle"
     if len(head) > 8 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] > 1:
         try:
-            fmt = str(safetensors_header(p).get("__metadata__", {}).get("format", ""))
+            fmt = str(safetensors_header(p, whole=False).get("__metadata__", {}).get("format", ""))
         except (InputError, AttributeError):
             return "unknown"
         if fmt.startswith("lossxfer.") and "-state/" in fmt:  # lossxfer.train-state/1
@@ -101,27 +105,34 @@ def describe_kind(path: Path) -> str:
     try:
         kind = sniff(path)
     except InputError:
-        return "missing"
+        return "not a readable file"
     if kind not in KINDS:
-        return "not a file lossxfer reads"
+        return "not a lossxfer file"
     what, verbs = KINDS[kind]
-    return what + (f" ({PICKLE_ADVICE})" if kind == "pickle" else f" (read by {verbs})")
+    if kind == "pickle":
+        return f"{what}; {PICKLE_ADVICE}"
+    return what + (f" (read by {verbs})" if verbs else "")
 
 
-def expect(path: str | os.PathLike[str], *kinds: str) -> Path:
-    """`path` if it is one of `kinds`, else an InputError (exit 3) saying what it is instead.
+def expect(path: str | os.PathLike[str], *kinds: str) -> str:
+    """The kind of `path` if it is one of `kinds`, else an InputError (exit 3) saying what it is.
 
     A run directory given where a checkpoint is expected names the checkpoint inside it."""
     p = Path(path)
     kind = sniff(p)
     if kind in kinds:
-        return p
+        return kind
+    if kind == "safetensors" and "checkpoint" in kinds:
+        return "checkpoint"  # its reader says which metadata is missing
     if kind == "run" and "checkpoint" in kinds:
         model = p / "model.safetensors"
-        hint = f"; did you mean {model}?" if model.is_file() else " without model.safetensors"
+        hint = f"; did you mean {model}?" if model.is_file() else " (no model.safetensors inside)"
         raise InputError(f"{p}: a run directory, not a checkpoint{hint}")
-    wanted = " or ".join(KINDS[k][0].removeprefix("a ").removeprefix("an ") for k in kinds)
-    raise InputError(f"{p}: {describe_kind(p)}, not {_article(wanted)}")
+    wanted = [KINDS[k][0] for k in kinds]
+    expected = ", ".join(wanted[:-1]) + (" or " if len(wanted) > 1 else "") + wanted[-1]
+    if kind not in KINDS:
+        raise InputError(f"{p}: not a lossxfer file (expected {expected})")
+    raise InputError(f"{p}: is {describe_kind(p)}, not {expected}")
 
 
 def checkpoint_layers(path: str | os.PathLike[str]) -> list[str]:
@@ -129,7 +140,3 @@ def checkpoint_layers(path: str | os.PathLike[str]) -> list[str]:
     header = safetensors_header(path)
     blocks = {int(m[1]) for k in header if (m := re.match(r"backbone\.blocks\.(\d+)\.", k))}
     return ["stem", *(f"block{i + 1}" for i in sorted(blocks)), "penultimate", "logits"]
-
-
-def _article(text: str) -> str:
-    return ("an " if text[:1] in "aeiouAEIOUH" else "a ") + text

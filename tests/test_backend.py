@@ -53,3 +53,36 @@ def test_devices() -> None:
         assert resolve_device("auto") == CPU
         with pytest.raises(DeviceError, match="CUDA is not available"):
             resolve_device("cuda:0")
+
+
+def test_sgd_steps_like_torch_without_importing_dynamo() -> None:
+    """backend.sgd updates exactly as torch.optim.SGD, and a fresh process stepping it never
+    imports torch._dynamo (seconds of start-up)."""
+    import copy
+    import subprocess
+    import sys
+
+    from lossxfer.backend import sgd
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    twin = copy.deepcopy(model)
+    batches = [torch.randn(8, 4) for _ in range(4)]
+    options = {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-3}
+    for net, opt in ((model, sgd(model.parameters(), **options)),
+                     (twin, torch.optim.SGD(twin.parameters(), **options))):  # fmt: skip
+        for x in batches:
+            opt.zero_grad()
+            net(x).square().sum().backward()
+            opt.step()
+        opt.load_state_dict(opt.state_dict())
+    for a, b in zip(model.state_dict().values(), twin.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    code = (
+        "import sys, torch\nfrom lossxfer.backend import sgd\n"
+        "p = torch.nn.Parameter(torch.ones(3))\nopt = sgd([p], lr=0.1, momentum=0.9)\n"
+        "p.sum().backward()\nopt.step()\nopt.load_state_dict(opt.state_dict())\n"
+        "print('torch._dynamo' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

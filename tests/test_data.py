@@ -121,6 +121,31 @@ def test_digits_fixed_split() -> None:
     assert np.array_equal(np.sort(np.concatenate([train.index, val.index])), np.arange(1437))
 
 
+def test_digits_are_scikit_learns_without_importing_it() -> None:
+    """Read from the CSV scikit-learn ships, equal to load_digits(), and sklearn stays unloaded."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from lossxfer.data import DataSpec
+    from lossxfer.datasets import DATASETS
+
+    source = DATASETS.get("digits")(DataSpec.parse("digits"), False)
+    bunch = load_digits()
+    for name, rows in (("train", np.arange(1797) % 5 != 0), ("test", np.arange(1797) % 5 == 0)):
+        images = torch.stack([source.splits[name][i][0] for i in range(len(source.labels[name]))])
+        expected = torch.from_numpy((bunch.images[rows] / 16.0).astype(np.float32)).unsqueeze(1)
+        assert torch.equal(images, expected)
+        assert np.array_equal(source.labels[name], bunch.target[rows])
+    code = (
+        "import sys\nfrom lossxfer.data import load_data\nload_data('digits')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_synthetic_is_deterministic_by_seed() -> None:
     def images(spec: str) -> torch.Tensor:
         batch = load_data(spec).split("test").dataset.tensors()

@@ -226,10 +226,14 @@ def test_cli_probe_json_record_and_table(store: Path, cli: Callable[..., CliRun]
 
 
 def test_cli_bad_options_exit_2(store: Path, cli: Callable[..., CliRun]) -> None:
-    for args in (["--grid-range", "1e-3"], ["--grid-range", "1,0.1"], ["--method", "svm"]):
+    for args, message in (
+        (["--grid-range", "1e-3"], "--grid-range"),
+        (["--grid-range", "1,0.1"], "--grid-range"),
+        (["--method", "linaer"], "unknown method 'linaer' (did you mean 'linear'?)"),
+    ):
         run = cli("probe", store, *args)
         assert run.code == 2, args
-        assert run.stderr.startswith("lossxfer: error: --")
+        assert run.stderr.startswith(f"lossxfer: error: {message}"), run.stderr
 
 
 def test_cli_bad_stores_exit_3(tmp_path: Path, cli: Callable[..., CliRun]) -> None:

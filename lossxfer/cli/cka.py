@@ -100,9 +100,7 @@ def cka(
     from lossxfer.errors import UsageError
     from lossxfer.fsio import check_output
     from lossxfer.shards import parse_shard
-    from lossxfer.similarity import CkaConfig, compute_shard, merge_shards, run_cka, write_shard
-    from lossxfer.similarity.plot import plot_heatmap
-    from lossxfer.similarity.result import CkaResult
+    from lossxfer.sniff import expect
 
     if merge and shard:
         raise UsageError("--merge and --shard exclude each other")
@@ -119,6 +117,12 @@ def cka(
         kinds = Figure().canvas.get_supported_filetypes()
         if plot.suffix.lower().lstrip(".") not in kinds:
             raise UsageError(f"--plot {plot}: use a suffix of {', '.join(sorted(kinds))}")
+    for path in inputs:
+        expect(path, "store")
+    from lossxfer.similarity import CkaConfig, compute_shard, merge_shards, run_cka, write_shard
+    from lossxfer.similarity.plot import plot_heatmap
+    from lossxfer.similarity.result import CkaResult
+
     config = CkaConfig(
         store_a=str(inputs[0]),
         store_b=str(inputs[1]) if len(inputs) > 1 and not merge else None,

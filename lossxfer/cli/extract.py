@@ -99,8 +99,10 @@ def extract(
     from lossxfer.fsio import check_output
     from lossxfer.labelmap import canonical
     from lossxfer.shards import parse_shard
+    from lossxfer.sniff import expect
 
     check_output(out, force)
+    expect(checkpoint, "checkpoint")
     parse_shard(shard)
     chosen = parse_classes(classes)
     config = ExtractConfig(

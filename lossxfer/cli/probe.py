@@ -93,14 +93,17 @@ def probe(
     """Linear, ridge and kNN transfer probes of stored layers."""
     from lossxfer.errors import UsageError
     from lossxfer.fsio import check_output
-    from lossxfer.probe.run import ProbeConfig, run_probe
+    from lossxfer.sniff import expect
 
     if out:
         check_output(out, force)
+    expect(store, "store")
     try:
         lo, hi = (float(v) for v in grid_range.split(","))
     except ValueError:
         raise UsageError(f"--grid-range {grid_range!r}: expected LO,HI like 1e-6,1e5") from None
+    from lossxfer.probe.run import ProbeConfig, run_probe
+
     config = ProbeConfig(
         store=str(store),
         layers=tuple(parse_list(layer)),

@@ -69,10 +69,13 @@ def separation(
 ) -> None:
     """Class separation R² and representation statistics of stored layers."""
     from lossxfer.fsio import check_output
-    from lossxfer.separation import SeparationConfig, run_separation
+    from lossxfer.sniff import expect
 
     if out:
         check_output(out, force)
+    expect(store, "store")
+    from lossxfer.separation import SeparationConfig, run_separation
+
     config = SeparationConfig(
         store=str(store),
         layers=tuple(parse_list(layer)),

@@ -37,8 +37,11 @@ def merge(
     """Concatenate extraction shards in index order into one activation store."""
     from lossxfer.extract import merge_shards
     from lossxfer.fsio import check_output
+    from lossxfer.sniff import expect
 
     check_output(out, force)
+    for shard in shards:
+        expect(shard, "store")
     with Output(json_, quiet, debug) as ui:
         result = merge_shards([str(s) for s in shards], str(out), force, progress=ui.progress)
         rows = ", ".join(f"{s} {n}" for s, n in result.metrics["splits"].items())
