@@ -334,3 +334,25 @@ def test_importing_and_building_objectives_does_not_import_torch() -> None:
         [sys.executable, "-c", code], cwd=repo, check=False, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_objectives_verb_lists_options_defaults_formula_scale_and_reference(
+    cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = cli("objectives", "--json")
+    assert run.code == 0, run.stderr
+    listed = json.loads(run.stdout)
+    assert [o["name"] for o in listed] == OBJECTIVES.names()
+    for entry in listed:
+        cls = OBJECTIVES.get(entry["name"])
+        assert entry["options"] == {
+            k: v for k, v in make_objective(entry["name"]).options().items()
+        }
+        assert (
+            entry["lr_scale"] == cls.lr_scale > 0 and "Kornblith et al. 2021" in entry["reference"]
+        )
+        assert entry["doc"] == (cls.__doc__ or "").strip().splitlines()[0]
+    monkeypatch.setenv("COLUMNS", "250")  # one line per objective
+    table = cli("objectives")
+    assert table.code == 0
+    assert "s·[kappa·(z_y − m)²" in table.stdout  # the formula's brackets are text, not markup

@@ -21,6 +21,7 @@ import typer._click as click
 from lossxfer import __version__
 from lossxfer.cli import app
 from lossxfer.cli.completion import COMPLETE_VAR, REPO_PATHS, SCRIPTS
+from lossxfer.cli.objectives import objective_rows
 from lossxfer.errors import EXIT_CODES
 from lossxfer.fsio import write_text_atomic
 
@@ -42,6 +43,10 @@ FILES = {
     "(`extract`).",
     "*.json": "Result record (`lossxfer.result/1`): one measurement, what `report` reads.",
 }
+OBJECTIVES_INTRO = (
+    "Set options with `--loss-opt KEY=VALUE`. Without `--lr` the peak learning rate is "
+    "0.1 × batch/256 times the objective's lr scale. docs/method.md §1 states each loss."
+)
 SEE_ALSO = (
     "docs/method.md (the formulas and protocols), docs/formats.md (the files) and docs/cli.md "
     "in the lossxfer repository."
@@ -222,6 +227,11 @@ def man_page(verb: Verb, root: Verb, verbs: list[Verb]) -> str:
         for v in verbs:
             lines += [".TP", f"\\fB{_code(v.page)}\\fR(1)", _roff(v.summary + ".")]
     _options(lines, verb)
+    if verb.name == "train":
+        lines += [".SH OBJECTIVES", _roff(OBJECTIVES_INTRO)]
+        for name, options, scale, formula, reference in objective_rows():
+            text = f"{formula} Options: {options or 'none'}. lr scale {scale}. {reference}."
+            lines += [".TP", f"\\fB{_code(name)}\\fR", _roff(text)]
     _man_common(lines, verb)
     see = ", ".join(f"\\fB{_code(v.page)}\\fR(1)" for v in [root, *verbs] if v is not verb)
     lines += [".SH SEE ALSO", see + ".", ".PP", _roff(SEE_ALSO)]
@@ -296,6 +306,11 @@ def markdown(root: Verb, verbs: list[Verb]) -> str:
             meaning = p.help + (" Repeatable." if p.repeat and not p.argument else "")
             default = f"`{p.default}`" if p.default else ("required" if p.required else "")
             out.append(f"| {names} | {_md_cell(meaning)} | {default} |")
+        if verb.name == "train":
+            out += ["", "Objectives (`--loss`; also `lossxfer objectives`):", "", OBJECTIVES_INTRO]
+            out += ["", "| objective | options (defaults) | lr scale | loss | reference |"]
+            out += ["|---|---|---|---|---|"]
+            out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in objective_rows()]
         out += ["", "Example:", "", "```bash", *verb.examples, "```", ""]
     return "\n".join(out).rstrip("\n") + "\n"
 

@@ -103,7 +103,12 @@ def train(
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 10,
     batch_size: BatchOpt = 32,
     lr: Annotated[
-        float | None, typer.Option("--lr", help="Peak learning rate (default: 0.1 × batch/256).")
+        float | None,
+        typer.Option(
+            "--lr",
+            help="Peak learning rate (default: 0.1 × batch/256 × the objective's lr scale; "
+            "`lossxfer objectives` lists the scales).",
+        ),
     ] = None,
     momentum: MomentumOpt = 0.9,
     nesterov: NesterovOpt = True,

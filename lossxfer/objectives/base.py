@@ -27,6 +27,12 @@ class Objective:
     """Base: softmax cross-entropy on a plain linear head (subclasses override what differs)."""
 
     name: ClassVar[str] = ""
+    # Where the objective comes from and where the paper uses it (docs/method.md §1).
+    reference: ClassVar[str] = "Kornblith et al. 2021, Table 1"
+    # The default learning rate (0.1 × batch/256, when --lr is not given) is multiplied by this:
+    # an objective whose gradients are far larger than cross-entropy's at initialisation needs
+    # a smaller step to train at default settings (docs/method.md §1, "Learning rate").
+    lr_scale: ClassVar[float] = 1.0
 
     def build_head(self, in_features: int, num_classes: int) -> nn.Linear:
         """The final layer: N(0, 0.01²) weights, zero bias (REFERENCE §2).
@@ -66,12 +72,15 @@ def register(cls: type[Objective]) -> type[Objective]:
 
 
 class ObjectiveInfo(NamedTuple):
-    """One objective for --help, docs and notebooks: its key, its options with defaults, and
-    its one-line formula (the class docstring's first line)."""
+    """One objective for --help, docs and notebooks: its key, its options with defaults, its
+    one-line formula (the class docstring's first line), its default learning-rate scale and
+    its reference."""
 
     name: str
     options: dict[str, Any]
     doc: str
+    lr_scale: float = 1.0
+    reference: str = ""
 
 
 def list_objectives() -> list[ObjectiveInfo]:
@@ -80,7 +89,8 @@ def list_objectives() -> list[ObjectiveInfo]:
     for name in OBJECTIVES.names():
         cls = OBJECTIVES.get(name)
         defaults = {f.name: f.default for f in dataclasses.fields(cls)}
-        infos.append(ObjectiveInfo(name, defaults, (cls.__doc__ or "").strip().splitlines()[0]))
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        infos.append(ObjectiveInfo(name, defaults, doc, cls.lr_scale, cls.reference))
     return infos
 
 

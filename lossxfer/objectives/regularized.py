@@ -42,6 +42,7 @@ class Dropout(Objective):
     """Softmax CE with dropout on the penultimate features x in training (keep_prob kept)."""
 
     name = "dropout"
+    reference = "Srivastava et al. 2014; Kornblith et al. 2021, Table 1"
     keep_prob: float = 0.7
 
     def __post_init__(self) -> None:

@@ -19,6 +19,7 @@ class Sigmoid(Objective):
     """Sum over classes of binary cross-entropy of sigmoid(z_k − log K); no options."""
 
     name = "sigmoid"
+    reference = "Beyer et al. 2020; Kornblith et al. 2021, Table 1"
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, head: nn.Module) -> torch.Tensor:
         import torch.nn.functional as F

@@ -18,6 +18,7 @@ class Softmax(Objective):
     """Cross-entropy of softmax(z / temperature); temperature = 1 is the paper default."""
 
     name = "softmax"
+    reference = "Kornblith et al. 2021, Table 1 (the baseline)"
     temperature: float = 1.0
 
     def __post_init__(self) -> None:
@@ -36,6 +37,7 @@ class LabelSmoothing(Objective):
     """Cross-entropy against targets (1−alpha)·onehot + alpha/K, times 1/(1−alpha) if rescale."""
 
     name = "label_smoothing"
+    reference = "Szegedy et al. 2016; Kornblith et al. 2021, Table 1"
     alpha: float = 0.1
     # The released code weights the loss by 1/(1−α) (REFERENCE.md §1), so the paper's numbers
     # were trained with it: default True. It only rescales the gradient (the effective learning

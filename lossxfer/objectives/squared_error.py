@@ -18,6 +18,7 @@ class SquaredError(Objective):
     """s·[kappa·(z_y − m)² + Σ_{k≠y} z_k²] per example: target m for the true class, 0 else."""
 
     name = "squared_error"
+    reference = "Hui & Belkin 2021; Kornblith et al. 2021, Table 1"
     kappa: float = 9.0  # κ: weight of the true class's term
     m: float = 60.0  # M: regression target of the true class's logit
     s: float = 10.0  # overall loss scale
