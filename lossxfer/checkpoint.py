@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lossxfer import __version__
-from lossxfer.data import InputSpec
 from lossxfer.errors import InputError, LossxferError
 from lossxfer.formats import CHECKPOINT, check_format
 from lossxfer.fsio import atomic_path, require_file, sha256
+from lossxfer.inputs import InputSpec
 from lossxfer.results import dumps, now
 
 if TYPE_CHECKING:

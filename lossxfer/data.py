@@ -10,21 +10,14 @@ written to activation stores.
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from lossxfer.datasets import (
-    DATASETS,
-    IN_MEMORY,
-    ImageDataset,
-    InputSpec,
-    Source,
-    TensorImages,
-)
+from lossxfer.classes import format_classes
+from lossxfer.datasets import DATASETS, DataSpec, ImageDataset, Source, TensorImages
 from lossxfer.errors import UsageError
+from lossxfer.inputs import InputSpec
 
 if TYPE_CHECKING:
     import numpy as np
@@ -33,92 +26,6 @@ if TYPE_CHECKING:
     from lossxfer.labelmap import LabelMap
 
 SPLITS = ("train", "val", "test")
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """A parsed data spec: registry name, optional root path, and `k=v` options."""
-
-    name: str
-    root: str | None = None
-    options: tuple[tuple[str, str], ...] = ()
-
-    @classmethod
-    def parse(cls, text: str, default_root: str | None = None) -> DataSpec:
-        """`NAME[:ROOT]`; a file-backed NAME without ROOT gets `default_root/NAME`.
-
-        The CLI passes $LOSSXFER_DATA_ROOT as `default_root` (the library reads no environment);
-        the resolved root is kept in the spec, so artifacts record where the data came from.
-        """
-        text = text.strip()
-        name, _, rest = text.partition(":")
-        if not name:
-            raise UsageError(f"--data {text!r}: empty dataset name")
-        DATASETS.get(name)  # unknown name → exit 2 with "did you mean"
-        if name == "synthetic":
-            options = tuple(_parse_options(rest, text))
-            return cls(name, None, options)
-        if name in IN_MEMORY:
-            if rest:
-                raise UsageError(f"--data {text!r}: {name} is built in and takes no folder")
-            return cls(name)
-        if not rest and default_root:
-            rest = os.path.join(default_root, name)
-        return cls(name, rest or None, ())
-
-    def __str__(self) -> str:
-        if self.options:
-            return f"{self.name}:" + ",".join(f"{k}={v}" for k, v in self.options)
-        return f"{self.name}:{self.root}" if self.root else self.name
-
-    def option(self, key: str, default: int) -> int:
-        for k, v in self.options:
-            if k == key:
-                return int(v)
-        return default
-
-
-def _parse_options(text: str, spec: str) -> list[tuple[str, str]]:
-    out = []
-    for part in filter(None, text.split(",")):
-        key, eq, value = part.partition("=")
-        if not eq or not re.fullmatch(r"-?\d+", value.strip()):
-            raise UsageError(f"--data {spec!r}: expected key=integer options, got {part!r}")
-        out.append((key.strip(), value.strip()))
-    return out
-
-
-def parse_classes(text: str | None) -> list[int] | None:
-    """'0-4,7' → [0, 1, 2, 3, 4, 7]; None or '' → None (all classes)."""
-    if text is None or not text.strip():
-        return None
-    ids: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-        if not m:
-            raise UsageError(f"--classes {text!r}: expected ids and ranges like 0-4,7")
-        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        if hi < lo:
-            raise UsageError(f"--classes {text!r}: range {part} is empty ({hi} < {lo})")
-        ids.extend(range(lo, hi + 1))
-    if len(set(ids)) != len(ids):
-        raise UsageError(f"--classes {text!r}: a class is listed twice")
-    return sorted(ids)
-
-
-def format_classes(ids: Sequence[int]) -> str:
-    """[0, 1, 2, 3, 4, 7] → '0-4,7' (the inverse of parse_classes)."""
-    parts: list[str] = []
-    ids = sorted(ids)
-    i = 0
-    while i < len(ids):
-        j = i
-        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
-            j += 1
-        parts.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
-        i = j + 1
-    return ",".join(parts)
 
 
 @dataclass

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     import torch
 
     from lossxfer.checkpoint import CheckpointMeta
-    from lossxfer.data import Data, InputSpec, Split
+    from lossxfer.data import Data, Split
+    from lossxfer.inputs import InputSpec
     from lossxfer.nets import Network
 
 DEFAULT_LAYERS = ("penultimate", "logits")

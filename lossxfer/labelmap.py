@@ -55,7 +55,7 @@ class LabelMap:
 
     def __str__(self) -> str:
         """The canonical inline form, which `parse` reads back to an equal map."""
-        from lossxfer.data import format_classes
+        from lossxfer.classes import format_classes
 
         targets = self.names or [str(i) for i in range(len(self.groups))]
         return ";".join(
@@ -84,7 +84,7 @@ def parse_inline(text: str) -> LabelMap:
 
 
 def _parse_inline(text: str) -> list[tuple[int, str]]:
-    from lossxfer.data import parse_classes
+    from lossxfer.classes import parse_classes
 
     pairs: list[tuple[int, str]] = []
     for part in filter(None, (p.strip() for p in text.split(";"))):

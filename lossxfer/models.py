@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
-from lossxfer.data import InputSpec
+from lossxfer.inputs import InputSpec
 from lossxfer.registry import Registry
 
 if TYPE_CHECKING:

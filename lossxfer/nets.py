@@ -94,7 +94,7 @@ class ResNet(Backbone):
     def __init__(self, depth: int, in_channels: int, size: int) -> None:
         from torchvision.models import resnet18, resnet50
 
-        from lossxfer.datasets import SMALL_IMAGE
+        from lossxfer.inputs import SMALL_IMAGE
 
         builder = {18: resnet18, 50: resnet50}[depth]
         net = builder(weights=None, zero_init_residual=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from lossxfer.datasets import SMALL_IMAGE, InputSpec
+from lossxfer.inputs import SMALL_IMAGE, InputSpec
 
 if TYPE_CHECKING:
     import torch

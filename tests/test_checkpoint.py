@@ -17,8 +17,8 @@ from lossxfer.checkpoint import (
     save_checkpoint,
     verify_checkpoint,
 )
-from lossxfer.data import InputSpec
 from lossxfer.errors import InputError
+from lossxfer.inputs import InputSpec
 from lossxfer.models import build_network
 from lossxfer.nets import Network
 from lossxfer.objectives import make_objective

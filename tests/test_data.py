@@ -18,19 +18,13 @@ from hypothesis import strategies as st
 from PIL import Image
 from scipy.io import savemat
 
+from lossxfer.classes import format_classes, parse_classes
 from lossxfer.cli.common import data_spec
 from lossxfer.cli.completion import complete_data
-from lossxfer.data import (
-    DATASETS,
-    DataSpec,
-    format_classes,
-    held_out,
-    load_data,
-    parse_classes,
-    with_classes,
-)
-from lossxfer.datasets import IN_MEMORY, InputSpec, read_idx
+from lossxfer.data import held_out, load_data, with_classes
+from lossxfer.datasets import DATASETS, IN_MEMORY, DataSpec, read_idx
 from lossxfer.errors import InputError, UsageError
+from lossxfer.inputs import InputSpec
 from lossxfer.transforms import Normalize, build_transform
 
 # -- specs and class subsets ------------------------------------------------------------------

@@ -18,7 +18,8 @@ from test_checkpoint import make_checkpoint
 
 from lossxfer.activations import hooked
 from lossxfer.checkpoint import load_checkpoint
-from lossxfer.data import InputSpec, load_data
+from lossxfer.data import load_data
+from lossxfer.inputs import InputSpec
 from lossxfer.store import check_aligned, open_store
 
 DATA = "synthetic:classes=5,size=8"  # 50 train + 20 test images per class, 1 channel

@@ -35,8 +35,8 @@ from lossxfer.checkpoint import (
     save_checkpoint,
     verify_checkpoint,
 )
-from lossxfer.data import InputSpec
 from lossxfer.errors import InputError, LossxferError
+from lossxfer.inputs import InputSpec
 from lossxfer.models import build_network
 from lossxfer.objectives import make_objective
 from lossxfer.results import Result, load_result

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from lossxfer.data import InputSpec
 from lossxfer.errors import UsageError
+from lossxfer.inputs import InputSpec
 from lossxfer.models import ARCHS, build_network
 from lossxfer.objectives import make_objective
 

@@ -247,7 +247,7 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from lossxfer.checkpoint import CheckpointMeta, save_checkpoint
-    from lossxfer.data import InputSpec
+    from lossxfer.inputs import InputSpec
     from lossxfer.models import build_network
     from lossxfer.objectives import make_objective
 

@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Annotated, Any
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from lossxfer.cli.completion import complete_path
+from lossxfer.cli.completion import parse_list as parse_list  # noqa: PLC0414  (for the verbs)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -216,14 +217,6 @@ def setup_logging(quiet: bool = False, debug: bool = False) -> None:
             logging.Formatter("%(asctime)s lossxfer %(levelname)s %(message)s", "%H:%M:%S")
         )
     LOG.addHandler(handler)
-
-
-def parse_list(values: Iterable[str] | None) -> list[str]:
-    """Options given repeatedly and/or comma-separated: `--layer a,b --layer c` → [a, b, c]."""
-    out: list[str] = []
-    for value in values or ():
-        out.extend(part.strip() for part in value.split(",") if part.strip())
-    return out
 
 
 def run_on_ranks(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,9 +54,16 @@ CHOICES: dict[str, Callable[[], list[str]]] = {
 }
 
 
+def parse_list(values: Iterable[str] | None) -> list[str]:
+    """Options given repeatedly and/or comma-separated: `--layer a,b --layer c` → [a, b, c]."""
+    out: list[str] = []
+    for value in values or ():
+        out.extend(part.strip() for part in value.split(",") if part.strip())
+    return out
+
+
 def check_choices(param: click.Parameter, value: Any) -> None:
     """Validate a CHOICES option's value(s); lists may also be comma-separated."""
-    from lossxfer.cli.common import parse_list
     from lossxfer.registry import check_choice
 
     option = next((o for o in param.opts if o in CHOICES), None)

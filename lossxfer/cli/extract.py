@@ -93,8 +93,8 @@ def extract(
     debug: DebugOpt = False,
 ) -> None:
     """Extract activations of a checkpoint on a dataset into an HDF5 store."""
+    from lossxfer.classes import parse_classes
     from lossxfer.cli.common import data_spec
-    from lossxfer.data import parse_classes
     from lossxfer.extract import ExtractConfig, run_extract
     from lossxfer.fsio import check_output
     from lossxfer.labelmap import canonical

@@ -116,7 +116,7 @@ def finetune(
     Under torchrun: DistributedDataParallel, --batch-size per process, learning rates scaled
     by the world size; rank 0 writes and prints.
     """
-    from lossxfer.data import parse_classes
+    from lossxfer.classes import parse_classes
     from lossxfer.finetune import FinetuneConfig, check_run_dir
     from lossxfer.finetune import finetune as run_finetune
     from lossxfer.labelmap import canonical

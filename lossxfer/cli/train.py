@@ -143,7 +143,7 @@ def train(
     Under torchrun: DistributedDataParallel (nccl on GPUs, gloo on the CPU), --batch-size per
     process, learning rate scaled by the world size; rank 0 writes and prints.
     """
-    from lossxfer.data import parse_classes
+    from lossxfer.classes import parse_classes
     from lossxfer.labelmap import canonical
     from lossxfer.objectives import parse_loss_opts
     from lossxfer.train import OptimConfig, RunOptions, TrainConfig, check_run_dir
