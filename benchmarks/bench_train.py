@@ -81,7 +81,7 @@ def main() -> None:
     ours, theirs = [], []
     for _ in range(args.repeats):
         start = time.process_time()
-        done = fit(fresh(data.input), objective, split, optim, run, identity={})
+        done = fit(fresh(data.input), objective, split, optim, run, device=device, identity={})
         if device.type == "cuda":
             torch.cuda.synchronize()
         ours.append((time.process_time() - start) / done.steps)

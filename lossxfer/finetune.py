@@ -147,6 +147,7 @@ def finetune(
                 split,
                 config.optim(lr, wd),
                 config.run,
+                device=device,
                 identity=identity,
                 state_path=state,
                 resume=bool(dist.from_main(state.exists())),  # rank 0's files decide

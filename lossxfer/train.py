@@ -160,6 +160,7 @@ def fit(
     optim: OptimConfig,
     run: RunOptions,
     *,
+    device: torch.device,
     identity: dict[str, Any],
     state_path: Path | None = None,
     resume: bool = False,
@@ -182,7 +183,6 @@ def fit(
     `on_epoch_end` runs on every rank (hooks write only where `dist.is_main`).
     """
     dist = dist or Dist()
-    device = resolve_device(run.device)
     cuda = device.type == "cuda"
     feeder = _Feeder(train, device, run.workers)
     n = len(train)
@@ -699,6 +699,7 @@ def train(
             data.split("train", augment=True),
             config.optim,
             config.run,
+            device=device,
             identity=config.identity(),
             state_path=state_path,
             resume=config.resume,
