@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import re
 import sys
 from collections.abc import Iterator
@@ -47,31 +48,78 @@ def cupy_available() -> bool:
         return False
 
 
-SMALL_SAMPLE = 64 * 64 * 3  # values per input image at or below which one CPU thread is faster
+# Forward FLOPs per image from which torch's intra-op threads pay on the CPU. Below it one
+# thread is faster: smallcnn on 8 px digits (7 MFLOP) and resnet18 on 8 px (69 MFLOP) ran 2–8×
+# faster on one thread than on two on the shared 2-core machine, while resnet18 at 32 px
+# (1.1 GFLOP) gains from every core (0.56× → 0.90× of a two-thread forward pass in issue #23).
+PARALLEL_FLOPS = 300e6
+
+
+def forward_flops(model: torch.nn.Module, input_shape: tuple[int, ...]) -> float:
+    """Multiply-add FLOPs (2 per MAC) of convolutions and linear layers for one image.
+
+    Counted with forward hooks during one eval-mode pass of a blank image on the model's
+    device (milliseconds, no weights changed); attention products and elementwise work are not
+    counted: convolutions and projections dominate every supported architecture.
+    """
+    import torch
+    from torch import nn
+
+    total = 0
+
+    def count(module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, nn.modules.conv._ConvNd):
+            per_output = module.in_channels // module.groups * math.prod(module.kernel_size)
+            total += output.numel() * per_output
+        elif isinstance(module, nn.Linear):
+            total += output.numel() * module.in_features
+
+    layers = [m for m in model.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+    handles = [m.register_forward_hook(count) for m in layers]
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return 2.0 * total
 
 
 @contextlib.contextmanager
-def cpu_threads(device: torch.device, threads: int | None, sample_numel: int) -> Iterator[None]:
-    """Set torch's intra-op CPU threads for a block of work, and restore them afterwards.
+def cpu_threads(
+    device: torch.device,
+    threads: int | None,
+    model: torch.nn.Module,
+    input_shape: tuple[int, ...],
+) -> Iterator[int]:
+    """Set torch's intra-op CPU threads for running `model`, yield the count, then restore it.
 
     `threads`: N → N threads; 0 → torch's default (one per core, or OMP_NUM_THREADS); None →
-    auto: one thread for small inputs (≤ 64×64×3 values per image), else torch's default.
-    Intra-op parallelism does not pay for tiny convolutions, and its spinning threads collapse
-    when cores are shared: smallcnn on digits trained in 3 s on one thread and 89 s on two on a
-    loaded 2-core machine. GPU work is unaffected.
+    auto, from the model's cost per image (`forward_flops` of `input_shape` = C × H × W): one
+    thread below PARALLEL_FLOPS, torch's default above. Intra-op parallelism does not pay for
+    cheap convolutions, and its spinning threads collapse when cores are shared: smallcnn on
+    digits trained in 3 s on one thread and 89 s on two on a loaded 2-core machine. Auto on a
+    GPU leaves torch's default. The count yielded goes into the records.
     """
     import torch
 
     before = torch.get_num_threads()
+    if threads is not None and threads < 0:
+        raise UsageError(f"--threads {threads}: expected 0 (torch's default) or a positive count")
     wanted = threads
     if wanted is None:
-        wanted = 1 if device.type == "cpu" and sample_numel <= SMALL_SAMPLE else 0
-    if wanted < 0:
-        raise UsageError(f"--threads {wanted}: expected 0 (torch's default) or a positive count")
+        cheap = device.type == "cpu" and forward_flops(model, input_shape) < PARALLEL_FLOPS
+        wanted = 1 if cheap else 0
     if wanted:
         torch.set_num_threads(wanted)
     try:
-        yield
+        yield torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
 

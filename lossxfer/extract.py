@@ -103,20 +103,21 @@ def run_extract(config: ExtractConfig, progress: ProgressFn | None = None) -> Re
     if shard is not None:
         attrs["shard"] = {"index": shard[0], "count": shard[1], "split_rows": sizes}
     network = network.to(device).eval()
-    specs = layer_specs(network, layers, config.pool, meta.input, device)
     report = progress or no_progress
     forward_s = 0.0
-    streaming = time.perf_counter()
     writer.attrs = attrs
-    sample_numel = meta.input.channels * meta.input.size**2
-    with cpu_threads(device, config.threads, sample_numel), writer as w:
-        for name, split in splits.items():
-            lo, hi = ranges[name]
-            w.create_split(name, hi - lo, specs)
-            forward_s += extract_split(
-                network, split, lo, hi, w, name, layers, config, device, report
-            )
-    stream_s = time.perf_counter() - streaming
+    shape = (meta.input.channels, meta.input.size, meta.input.size)
+    with cpu_threads(device, config.threads, network, shape) as threads:
+        specs = layer_specs(network, layers, config.pool, meta.input, device)
+        streaming = time.perf_counter()
+        with writer as w:
+            for name, split in splits.items():
+                lo, hi = ranges[name]
+                w.create_split(name, hi - lo, specs)
+                forward_s += extract_split(
+                    network, split, lo, hi, w, name, layers, config, device, report
+                )
+        stream_s = time.perf_counter() - streaming
     wall = time.perf_counter() - started
     total = sum(hi - lo for lo, hi in ranges.values())
     return Result(
@@ -135,6 +136,7 @@ def run_extract(config: ExtractConfig, progress: ProgressFn | None = None) -> Re
             "stream_s": stream_s,  # loading, forward passes and writing: wall_s less set-up
             "forward_s": forward_s,
             "device": str(device),
+            "threads": threads,
         },
     )
 

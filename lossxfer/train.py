@@ -231,10 +231,10 @@ def fit(
 
     started = time.perf_counter()
     images = 0
-    sample_numel = int(math.prod(train.dataset[0][0].shape))
+    sample_shape = tuple(train.dataset[0][0].shape)
     with (
         _deterministic(run.deterministic),
-        cpu_threads(device, run.threads, sample_numel),
+        cpu_threads(device, run.threads, network, sample_shape),
         _StopSignals() as stop,
     ):
         network.train()

@@ -5,8 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lossxfer.backend import SMALL_SAMPLE, cpu_threads, resolve_device
+from lossxfer.backend import PARALLEL_FLOPS, cpu_threads, forward_flops, resolve_device
+from lossxfer.data import InputSpec
 from lossxfer.errors import DeviceError, UsageError
+from lossxfer.models import build_network
+from lossxfer.nets import Network
+from lossxfer.objectives import make_objective
 
 CPU = torch.device("cpu")
 
@@ -18,30 +22,50 @@ def _restore_threads():
     torch.set_num_threads(before)
 
 
-def test_auto_uses_one_thread_for_small_images_and_restores() -> None:
+def _net(arch: str, channels: int, size: int) -> Network:
+    spec = InputSpec(channels, size, (0.5,) * channels, (0.3,) * channels)
+    return build_network(arch, spec, make_objective("softmax"), 10)
+
+
+def test_forward_flops_counts_every_conv_and_linear_by_hand() -> None:
+    """smallcnn on 8 px, 1 channel: 3×3 convs 1→32 (8²), 32→64 (8²), 64→128 (4²), 128→256 (2²)."""
+    macs = 8 * 8 * 32 * 9 * 1 + 8 * 8 * 64 * 9 * 32 + 4 * 4 * 128 * 9 * 64 + 2 * 2 * 256 * 9 * 128
+    macs += 256 * 10  # the head
+    net = _net("smallcnn", 1, 8).train()
+    assert forward_flops(net, (1, 8, 8)) == 2 * macs
+    assert net.training  # restored
+
+
+def test_auto_uses_one_thread_for_cheap_models_and_restores() -> None:
     torch.set_num_threads(2)
-    with cpu_threads(CPU, None, 8 * 8):
-        assert torch.get_num_threads() == 1
+    net = _net("smallcnn", 1, 8)
+    with cpu_threads(CPU, None, net, (1, 8, 8)) as used:
+        assert torch.get_num_threads() == used == 1
     assert torch.get_num_threads() == 2
 
 
-def test_auto_leaves_large_images_to_torch() -> None:
+def test_auto_leaves_costly_models_to_torch_whatever_the_image_size() -> None:
+    """resnet18 on 32 px images costs 1.1 GFLOP per image: every core pays off."""
     torch.set_num_threads(2)
-    with cpu_threads(CPU, None, SMALL_SAMPLE + 1):
-        assert torch.get_num_threads() == 2
+    net = _net("resnet18", 3, 32)
+    assert forward_flops(net, (3, 32, 32)) > PARALLEL_FLOPS
+    with cpu_threads(CPU, None, net, (3, 32, 32)) as used:
+        assert torch.get_num_threads() == used == 2
 
 
 def test_explicit_count_and_zero() -> None:
     torch.set_num_threads(1)
-    with cpu_threads(CPU, 2, 64):
-        assert torch.get_num_threads() == 2
-    with cpu_threads(CPU, 0, 64):
-        assert torch.get_num_threads() == 1  # 0: torch's own setting, untouched
+    net = _net("smallcnn", 1, 8)
+    with cpu_threads(CPU, 2, net, (1, 8, 8)) as used:
+        assert torch.get_num_threads() == used == 2
+    with cpu_threads(CPU, 0, net, (1, 8, 8)) as used:
+        assert torch.get_num_threads() == used == 1  # 0: torch's own setting, untouched
     assert torch.get_num_threads() == 1
 
 
 def test_negative_threads_is_a_usage_error() -> None:
-    with pytest.raises(UsageError, match="--threads"), cpu_threads(CPU, -1, 64):
+    net = _net("smallcnn", 1, 8)
+    with pytest.raises(UsageError, match="--threads"), cpu_threads(CPU, -1, net, (1, 8, 8)):
         pass
 
 
