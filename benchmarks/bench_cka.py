@@ -1,47 +1,58 @@
-"""CKA speed and agreement: ours against (a) a Gram-based float64 reference written like Kornblith
-et al.'s published demo and (b) a per-pair minibatch loop in the style of the common PyTorch CKA
-packages, in one process on the same store (n rows, 6 layers of widths 64–2048 by default).
+"""CKA speed and agreement: `lossxfer cka` (exact and `--precision mixed`) against four references
+on the same two float32 stores (6 layers 64–2048 wide by default, all 36 layer pairs, linear):
 
-Prints time ratios, the max |difference| of the matrices, and the streaming estimators' GFLOP/s
-against this machine's measured float64 matmul rate. `--rss` also runs ours on 10k and 100k rows
-in fresh processes and prints their peak RSS (it should not grow with n).
+- feature-space numpy baselines in float64 and in float32, written as a competent user would:
+  read each layer, centre its columns, cache each layer's ‖XᵀX‖_F, one XᵀY per pair;
+- Gram references written like Kornblith et al.'s demo: each layer's centred n × n Gram cached
+  (one dot per pair), and Grams formed per pair (the demo's usage). They need n² memory, so they
+  run only up to --gram-max-n rows.
 
-Usage: .venv/bin/python benchmarks/bench_cka.py [--n 10000] [--device cpu|cuda] [--rss]
-       [--ref cached|per-pair|none] [--widths 64,128,256,512,1024,2048] [--batch-size 256]
+Every timed side reads the stores itself. The sides run interleaved (A, B, C, ... then again) in
+one process with the same BLAS thread count, and the median of --repeat rounds is compared; the
+load average is printed with each round because other jobs may share the machine. GFLOP/s count
+the arithmetic that exact CKA cannot avoid (2·n·Pa·Pb for the cross products plus n·w(w+1) per
+layer for the symmetric ones) against float64/float32 GEMM peaks measured here, before and
+after. Peak RSS of ours is measured in fresh processes at each n: it should not grow with n.
+
+Usage: .venv/bin/python benchmarks/bench_cka.py [--quick] [--n 10000,50000] [--repeat 3]
+       [--threads 2] [--widths 64,128,256,512,1024,2048] [--gram-max-n 10000] [--no-rss]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from lossxfer.similarity import CkaConfig, run_cka
-from lossxfer.similarity.run import batch_plan
-from lossxfer.store import LayerSpec, StoreWriter
+from lossxfer.store import LayerSpec, StoreWriter, open_store
 
 
-def write_store(path: Path, n: int, widths: list[int], seed: int = 0) -> None:
+def write_store(path: Path, n: int, widths: list[int], seed: int) -> None:
     """Network-like float32 activations (post-ReLU, shared latent), written in row blocks."""
     rng = np.random.default_rng(seed)
     latent = 32
-    proj = [rng.normal(size=(latent, w)) / np.sqrt(latent) for w in widths]
+    proj = [np.random.default_rng(w).normal(size=(latent, w)) / np.sqrt(latent) for w in widths]
     names = [f"block{i + 1}" for i in range(len(widths))]
     specs = {k: LayerSpec(w, (w,), "avg") for k, w in zip(names, widths, strict=True)}
-    attrs = {"model": {"arch": "bench", "objective": "softmax"}, "dataset": {"label": "bench"}}
+    attrs = {"model": {"arch": "bench", "objective": f"seed{seed}"}, "dataset": {"label": "bench"}}
+    base = np.random.default_rng(1234)  # the two stores share their latent: related layers
     with StoreWriter(path, attrs) as w:
         w.create_split("test", n, specs)
         for lo in range(0, n, 4096):
             rows = min(4096, n - lo)
-            z = rng.normal(size=(rows, latent))
+            z = base.normal(size=(rows, latent))
             layers = {}
             for k, p, width in zip(names, proj, widths, strict=True):
                 noise = rng.normal(size=(rows, width), scale=0.5)
@@ -49,229 +60,184 @@ def write_store(path: Path, n: int, widths: list[int], seed: int = 0) -> None:
             w.write("test", lo, np.zeros(rows, np.int64), np.arange(lo, lo + rows), layers)
 
 
-def best_time(fn: Any, repeat: int = 1) -> tuple[float, Any]:
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
+def read_layers(path: Path) -> list[np.ndarray]:
+    with open_store(path) as s:
+        return [s.read("test", name) for name in s.layers("test")]
 
 
-def matmul_rate(device: str) -> float:
-    """Measured float64 GEMM rate (GFLOP/s) on the device: best of 3, 4096³."""
-    size = 4096
-    if device.startswith("cuda"):
-        import torch
-
-        a = torch.rand(size, size, dtype=torch.float64, device=device)
-        a @ a
-        torch.cuda.synchronize()
-
-        def run() -> None:
-            a @ a
-            torch.cuda.synchronize()
-
-    else:
-        a = np.random.default_rng(0).random((size, size))
-
-        def run() -> None:
-            a @ a
-
-    seconds, _ = best_time(run, 3)
-    return 2 * size**3 / seconds / 1e9
+def gemm_peak(dtype: Any) -> float:
+    """GFLOP/s of a 4096³ matrix product in `dtype`: best of 3."""
+    a = np.random.default_rng(0).random((4096, 4096)).astype(dtype)
+    best = min(_timed(lambda: a @ a)[0] for _ in range(3))
+    return 2 * 4096**3 / best / 1e9
 
 
-# -- (a) Gram-based float64 reference, written like Kornblith et al.'s demo --------------------
+def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
 
 
-def gram_linear(xp: Any, x: Any) -> Any:
-    return x.dot(x.T)
+# -- references --------------------------------------------------------------------------------
 
 
-def center_gram(xp: Any, gram: Any, unbiased: bool) -> Any:
-    gram = gram.copy()
-    if unbiased:
-        n = gram.shape[0]
-        xp.fill_diagonal(gram, 0)
-        means = xp.sum(gram, 0, dtype=xp.float64) / (n - 2)
-        means -= xp.sum(means) / (2 * (n - 1))
-        gram -= means[:, None]
-        gram -= means[None, :]
-        xp.fill_diagonal(gram, 0)
-    else:
-        means = xp.mean(gram, 0, dtype=xp.float64)
-        means -= xp.mean(means) / 2
-        gram -= means[:, None]
-        gram -= means[None, :]
-    return gram
-
-
-def cka_demo(xp: Any, gram_x: Any, gram_y: Any, debiased: bool) -> float:
-    gram_x = center_gram(xp, gram_x, debiased)
-    gram_y = center_gram(xp, gram_y, debiased)
-    scaled_hsic = gram_x.ravel().dot(gram_y.ravel())
-    return float(scaled_hsic / (xp.linalg.norm(gram_x) * xp.linalg.norm(gram_y)))
-
-
-def gram_reference(xp: Any, data: list[Any], debiased: bool, mode: str) -> np.ndarray:
-    """`per-pair`: cka(gram_linear(x), gram_linear(y)) per pair, as the demo is used;
-    `cached`: each layer's centred Gram once, then one dot per pair (the stronger baseline)."""
-    n_layers = len(data)
-    out = np.empty((n_layers, n_layers))
-    if mode == "per-pair":
-        for i in range(n_layers):
-            for j in range(i, n_layers):
-                out[i, j] = out[j, i] = cka_demo(
-                    xp, gram_linear(xp, data[i]), gram_linear(xp, data[j]), debiased
-                )
-        return out
-    grams = [center_gram(xp, gram_linear(xp, x), debiased) for x in data]
-    norms = [float(xp.linalg.norm(g)) for g in grams]
-    for i in range(n_layers):
-        for j in range(i, n_layers):
-            hsic = float(grams[i].ravel().dot(grams[j].ravel()))
-            out[i, j] = out[j, i] = hsic / (norms[i] * norms[j])
+def feature_baseline(a: Path, b: Path, dtype: Any) -> np.ndarray:
+    """Centre columns, cache ‖XᵀX‖_F per layer, ‖XᵀY‖²_F per pair (numpy picks syrk for XᵀX)."""
+    xs, ys = ([x.astype(dtype) for x in read_layers(p)] for p in (a, b))
+    for x in xs + ys:
+        x -= x.mean(0)
+    norm_x = [np.linalg.norm(x.T @ x) for x in xs]
+    norm_y = [np.linalg.norm(y.T @ y) for y in ys]
+    out = np.empty((len(xs), len(ys)))
+    for i, x in enumerate(xs):
+        for j, y in enumerate(ys):
+            out[i, j] = np.linalg.norm(x.T @ y) ** 2 / (norm_x[i] * norm_y[j])
     return out
 
 
-# -- (b) per-pair minibatch loop, PyTorch-package style ----------------------------------------
+def centred_gram(x: np.ndarray) -> np.ndarray:
+    """Kornblith et al.'s demo: gram_linear, then center_gram (biased)."""
+    gram = x @ x.T
+    means = gram.mean(0, dtype=np.float64)
+    means -= means.mean() / 2
+    gram -= means[:, None]
+    gram -= means[None, :]
+    return gram
 
 
-def _hsic1(torch: Any, k: Any, g: Any) -> Any:
-    n = k.shape[0]
-    k, g = k.clone(), g.clone()
-    k.fill_diagonal_(0)
-    g.fill_diagonal_(0)
-    ones = torch.ones(n, 1, dtype=k.dtype, device=k.device)
-    result = torch.trace(k @ g)
-    result = result + (ones.t() @ k @ ones @ ones.t() @ g @ ones) / ((n - 1) * (n - 2))
-    result = result - (ones.t() @ k @ g @ ones) * 2 / (n - 2)
-    return (result / (n * (n - 3))).squeeze()
+def gram_reference(a: Path, b: Path, per_pair: bool) -> np.ndarray:
+    """cka(gram(x), gram(y)): Grams cached per layer, or formed again for every pair."""
+    xs, ys = ([x.astype(np.float64) for x in read_layers(p)] for p in (a, b))
+    out = np.empty((len(xs), len(ys)))
+    if per_pair:
+        for i, x in enumerate(xs):
+            for j, y in enumerate(ys):
+                gx, gy = centred_gram(x), centred_gram(y)
+                out[i, j] = gx.ravel() @ gy.ravel() / (np.linalg.norm(gx) * np.linalg.norm(gy))
+        return out
+    gxs, gys = [centred_gram(x) for x in xs], [centred_gram(y) for y in ys]
+    nx, ny = [np.linalg.norm(g) for g in gxs], [np.linalg.norm(g) for g in gys]
+    for i, gx in enumerate(gxs):
+        for j, gy in enumerate(gys):
+            out[i, j] = gx.ravel() @ gy.ravel() / (nx[i] * ny[j])
+    return out
 
 
-def minibatch_reference(data: list[np.ndarray], batches: list[np.ndarray], device: str) -> Any:
-    """For every batch and every layer pair: both Grams and three HSIC₁ terms, accumulated."""
-    import torch
-
-    n_layers = len(data)
-    acc = torch.zeros(n_layers, n_layers, 3, dtype=torch.float64, device=device)
-    for rows in batches:
-        feats = [torch.from_numpy(x[rows]).to(device, torch.float64) for x in data]
-        for i, x in enumerate(feats):
-            for j, y in enumerate(feats):
-                k, g = x @ x.T, y @ y.T
-                acc[i, j, 0] += _hsic1(torch, k, k)
-                acc[i, j, 1] += _hsic1(torch, k, g)
-                acc[i, j, 2] += _hsic1(torch, g, g)
-    return (acc[:, :, 1] / (acc[:, :, 0].sqrt() * acc[:, :, 2].sqrt())).cpu().numpy()
+def ours(a: Path, b: Path, precision: str) -> np.ndarray:
+    record = run_cka(CkaConfig(str(a), str(b), precision=precision, backend="numpy"))
+    return np.array(record.metrics["matrix"])
 
 
 # -- driver ------------------------------------------------------------------------------------
 
 
-def ours(store: Path, estimator: str, args: argparse.Namespace) -> tuple[float, np.ndarray]:
-    config = CkaConfig(
-        str(store), estimator=estimator, batch_size=args.batch_size, device=args.device
-    )
-    seconds, result = best_time(lambda: run_cka(config))
-    return seconds, result.matrix
-
-
-def compare(args: argparse.Namespace, store: Path, widths: list[int]) -> None:
-    n, total_width = args.n, sum(widths)
-    peak = matmul_rate(args.device)
-    print(f"n={n}, widths={widths}, device={args.device}; float64 matmul peak {peak:.1f} GFLOP/s")
-    from lossxfer.store import open_store
-
-    with open_store(store) as s:
-        data = [s.read("test", name, dtype="float64") for name in s.layers("test")]
-    xp: Any = np
-    if args.device.startswith("cuda"):
-        try:
-            import cupy
-
-            xp, data_ref = cupy, [cupy.asarray(x) for x in data]
-        except ImportError:
-            data_ref = data  # the Gram reference stays on the CPU (numpy) without CuPy
-    else:
-        data_ref = data
-    for estimator, debiased in (("linear", False), ("debiased", True)):
-        t_ours, m_ours = ours(store, estimator, args)
-        flops = n * total_width * (total_width + 1)  # the X'ᵀX' products: what must be done
-        rate = flops / t_ours / 1e9
-        line = (
-            f"{estimator:9s} ours {t_ours:7.2f} s  {rate:6.1f} GFLOP/s = {rate / peak:4.0%} of peak"
-        )
-        if args.ref != "none":
-            t_ref, m_ref = best_time(
-                lambda d=debiased: gram_reference(xp, data_ref, d, args.ref)  # type: ignore[misc]
-            )
-            diff = np.abs(m_ref - m_ours).max()
-            line += f" | Gram ref ({args.ref}) {t_ref:7.2f} s ×{t_ref / t_ours:5.1f}"
-            line += f"  max|Δ| {diff:.1e}"
-        print(line, flush=True)
-    t_ours, m_ours = ours(store, "minibatch", args)
-    plan = batch_plan(n, args.batch_size, 1, 0)
-    t_ref, m_ref = best_time(lambda: minibatch_reference(data, plan, args.device))
-    diff = np.abs(m_ref - m_ours).max()
-    print(
-        f"minibatch ours {t_ours:7.2f} s | per-pair loop {t_ref:7.2f} s  ×{t_ref / t_ours:5.1f}"
-        f"  max|Δ| {diff:.1e}  (m={args.batch_size}, {len(plan)} batches)",
-        flush=True,
-    )
-
-
-def rss(args: argparse.Namespace, widths: list[int], folder: Path) -> None:
-    """Peak RSS of ours in fresh processes at 10k and 100k rows (flat: memory is O(p²))."""
-    for n in (10_000, 100_000):
-        store = folder / f"rss{n}.h5"
-        write_store(store, n, widths)
-        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent
-        code = (
-            "import json, time\n"
-            "from lossxfer.similarity import CkaConfig, run_cka\n"
-            "t = time.perf_counter()\n"
-            f"run_cka(CkaConfig({str(store)!r}, estimator='debiased', device={args.device!r}))\n"
-            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
-            "print(json.dumps([time.perf_counter() - t, int(hwm.split()[1]) / 1024]))\n"
-        )
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-        if out.returncode:
-            raise SystemExit(out.stderr)
-        seconds, peak_mib = json.loads(out.stdout)
-        size_mib = store.stat().st_size / 2**20
+def compare(n: int, a: Path, b: Path, widths: list[int], args: argparse.Namespace) -> None:
+    sides: dict[str, Callable[[], np.ndarray]] = {
+        "lossxfer exact": lambda: ours(a, b, "exact"),
+        "lossxfer mixed": lambda: ours(a, b, "mixed"),
+        "numpy float64": lambda: feature_baseline(a, b, np.float64),
+        "numpy float32": lambda: feature_baseline(a, b, np.float32),
+    }
+    if n <= args.gram_max_n:
+        sides["Gram cached"] = lambda: gram_reference(a, b, per_pair=False)
+    times: dict[str, list[float]] = {k: [] for k in sides}
+    out: dict[str, np.ndarray] = {}
+    for round_ in range(args.repeat):
+        for name, fn in sides.items():
+            seconds, out[name] = _timed(fn)
+            times[name].append(seconds)
         print(
-            f"rss: n={n:>7}  store {size_mib:7.0f} MiB  debiased {seconds:6.1f} s  "
-            f"peak RSS {peak_mib:6.0f} MiB",
+            f"  round {round_ + 1}: load {os.getloadavg()[0]:.1f}; "
+            + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()),
             flush=True,
         )
-        store.unlink()
+    if n <= args.gram_max_n and args.per_pair:
+        seconds, out["Gram per pair"] = _timed(lambda: gram_reference(a, b, per_pair=True))
+        times["Gram per pair"] = [seconds]  # once: it is an order of magnitude slower
+    total_a = sum(widths)
+    flops = 2 * n * total_a * total_a + 2 * n * sum(w * (w + 1) for w in widths)
+    exact = out["lossxfer exact"]
+    t_exact = statistics.median(times["lossxfer exact"])
+    print(f"n = {n}: median of {args.repeat} ({flops / 1e9:.0f} GFLOP of unavoidable arithmetic)")
+    for name, ts in times.items():
+        t = statistics.median(ts)
+        peak = args.peak32 if ("mixed" in name or "float32" in name) else args.peak64
+        rate = flops / t / 1e9
+        diff = float(np.nanmax(np.abs(out[name] - exact)))
+        speed = f"×{t / t_exact:5.2f} of exact" if name != "lossxfer exact" else " " * 14
+        print(
+            f"  {name:15s} {t:8.2f} s  {speed}  {rate:6.1f} GFLOP/s = {rate / peak:4.0%} of "
+            f"{'f32' if peak == args.peak32 else 'f64'} peak  max|Δ| vs exact {diff:.1e}",
+            flush=True,
+        )
+
+
+def peak_rss(path_a: Path, path_b: Path, threads: int) -> tuple[float, float]:
+    """(seconds, peak RSS MiB) of ours in a fresh process (VmHWM: not inherited from us)."""
+    code = (
+        "import json, time\n"
+        "from lossxfer.similarity import CkaConfig, run_cka\n"
+        "t = time.perf_counter()\n"
+        f"run_cka(CkaConfig({str(path_a)!r}, {str(path_b)!r}, backend='numpy'))\n"
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+        "print(json.dumps([time.perf_counter() - t, int(hwm.split()[1]) / 1024]))\n"
+    )
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    if run.returncode:
+        raise SystemExit(run.stderr)
+    seconds, mib = json.loads(run.stdout)
+    return seconds, mib
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--n", default="10000,50000", help="comma-separated row counts")
     parser.add_argument("--widths", default="64,128,256,512,1024,2048")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--ref", choices=["cached", "per-pair", "none"], default="cached")
-    parser.add_argument("--rss", action="store_true", help="also compare peak RSS at 10k/100k")
-    parser.add_argument("--rss-only", action="store_true", help="only the peak RSS comparison")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--gram-max-n", type=int, default=10_000)
+    parser.add_argument("--per-pair", action="store_true", help="also Grams formed per pair")
+    parser.add_argument("--no-rss", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument("--quick", action="store_true", help="n = 3000, 4 layers, one round")
+    parser.add_argument("--dir", help="where to write the stores (default: a temporary folder)")
     args = parser.parse_args()
+    if args.quick:
+        args.n, args.widths, args.repeat, args.per_pair = "3000", "64,128,256,512", 1, True
+    sizes = [int(v) for v in args.n.split(",")]
     widths = [int(w) for w in args.widths.split(",")]
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        if not args.rss_only:
-            store = folder / "bench.h5"
-            write_store(store, args.n, widths)
-            compare(args, store, widths)
-            store.unlink()
-        if args.rss or args.rss_only:
-            rss(args, widths, folder)
-    if not args.rss_only:
-        usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"(this process peaked at {usage:.0f} MiB, mostly the references' n × n Grams)")
+    with threadpool_limits(args.threads), tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        blas = {i.get("internal_api"): i.get("num_threads") for i in threadpool_info()}
+        print(
+            f"{os.cpu_count()} CPUs, BLAS threads {blas} on every side; load {os.getloadavg()}",
+            flush=True,
+        )
+        args.peak64, args.peak32 = gemm_peak(np.float64), gemm_peak(np.float32)
+        print(
+            f"GEMM peak (4096³, best of 3): float64 {args.peak64:.1f}, "
+            f"float32 {args.peak32:.1f} GFLOP/s",
+            flush=True,
+        )
+        rss = []
+        for n in sizes:
+            a, b = Path(tmp) / f"a{n}.h5", Path(tmp) / f"b{n}.h5"
+            write_store(a, n, widths, seed=1)
+            write_store(b, n, widths, seed=2)
+            compare(n, a, b, widths, args)
+            if not args.no_rss:
+                rss.append((n, *peak_rss(a, b, args.threads)))
+            a.unlink()
+            b.unlink()
+        for n, seconds, mib in rss:
+            print(
+                f"peak RSS of lossxfer exact (fresh process): n = {n:>6}: {mib:6.0f} MiB "
+                f"({seconds:.1f} s)"
+            )
+        after64, after32 = gemm_peak(np.float64), gemm_peak(np.float32)
+        print(
+            f"GEMM peak again: float64 {after64:.1f}, float32 {after32:.1f} GFLOP/s; "
+            f"load {os.getloadavg()}"
+        )
 
 
 if __name__ == "__main__":

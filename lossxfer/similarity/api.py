@@ -20,6 +20,7 @@ from lossxfer.similarity.registry import ESTIMATORS, PRECISIONS
 from lossxfer.similarity.result import CkaResult
 
 SHIFT_ROWS = 1024  # the per-layer shift is the mean of (at most) the first rows seen
+BLOCK_BYTES = 1 << 28  # float64 bytes of one streamed block (~256 MiB): O(p²) memory, flat in n
 
 Layers = Any  # one array, or a mapping of layer name → array
 
@@ -191,6 +192,15 @@ def _layers(data: Layers, default: str) -> tuple[list[str], list[Any]]:
     return [str(k) for k, _ in items], out
 
 
+def auto_block_rows(width: int) -> int:
+    """Rows per streamed block for a joint width: large BLAS calls, O(p²) memory."""
+    return int(np.clip(BLOCK_BYTES // (8 * max(width, 1)), 256, 16384))
+
+
+def _width(x: Any) -> int:
+    return int(np.prod(x.shape[1:], dtype=np.int64))
+
+
 def _mean(ops: Ops, rows: list[Any]) -> np.ndarray:
     return np.concatenate([np.asarray(ops.numpy(ops.load(x[:SHIFT_ROWS]).mean(0))) for x in rows])
 
@@ -233,15 +243,17 @@ def cka_matrix(
     precision: str = "exact",
     threshold: float = 0.5,
     batch_size: int = 256,
-    block_rows: int = 16384,
+    block_rows: int = 0,
 ) -> CkaResult:
     """CKA between every layer of A and every layer of B (or of A again), from dicts of arrays.
 
-    Rows are streamed in blocks of `block_rows`, so memory stays O(p²) beyond the inputs.
+    Rows are streamed in blocks of `block_rows` (0: as many as ~256 MiB of float64 hold), so
+    memory stays O(p²) beyond the inputs.
     """
     acc = CkaAccumulator(estimator, precision=precision, threshold=threshold)
     n = next(iter(layers_a.values())).shape[0]
-    step = batch_size if acc.estimator.unit == "batches" else block_rows
+    width = sum(_width(x) for x in [*layers_a.values(), *(layers_b or {}).values()])
+    step = batch_size if acc.estimator.unit == "batches" else block_rows or auto_block_rows(width)
     for lo in range(0, n, step):
         hi = min(n, lo + step)
         if acc.estimator.unit == "batches" and hi - lo < 4:

@@ -29,6 +29,7 @@ from lossxfer.errors import UsageError
 from lossxfer.similarity.backends import Array, Ops
 
 Sums = dict[str, Any]  # name → float64 array; every entry adds across row blocks and shards
+MIXED_ROWS = 1024  # rows per float32 product (its error grows with the rows it sums)
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,12 @@ class Streaming:
 
     def update(self, rows_a: list[Any], rows_b: list[Any] | None) -> None:
         """Add one aligned row block (rows per layer, A's then B's)."""
+        n = rows_a[0].shape[0]
+        if self.dtype == "float32" and n > MIXED_ROWS:  # bound the float32 sums' length
+            for lo in range(0, n, MIXED_ROWS):
+                part_b = None if rows_b is None else [x[lo : lo + MIXED_ROWS] for x in rows_b]
+                self.update([x[lo : lo + MIXED_ROWS] for x in rows_a], part_b)
+            return
         ops, s = self.ops, self.sums
         za = ops.load_layers(rows_a, self.shift_a, self.dtype)
         s["colsum_a"] += ops.f64(za).sum(0)

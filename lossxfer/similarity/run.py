@@ -25,7 +25,7 @@ from lossxfer.errors import UsageError
 from lossxfer.progress import ProgressFn, no_progress
 from lossxfer.registry import check_choice
 from lossxfer.results import Result, input_record
-from lossxfer.similarity.api import SHIFT_ROWS, CkaAccumulator
+from lossxfer.similarity.api import SHIFT_ROWS, CkaAccumulator, auto_block_rows
 from lossxfer.similarity.backends import NumpyOps, get_backend
 from lossxfer.similarity.estimators import Layout, Sums
 from lossxfer.similarity.registry import ESTIMATORS, PRECISIONS
@@ -35,7 +35,6 @@ from lossxfer.store import Store, check_aligned, open_store
 T = TypeVar("T")
 LOG = logging.getLogger("lossxfer")
 
-BLOCK_BYTES = 1 << 26  # float64 bytes per streamed block (~64 MiB): O(p²) memory, flat in n
 GROUP_BYTES = 1 << 28  # float32 bytes of rows held for a group of minibatches
 
 
@@ -179,11 +178,6 @@ def units(job: Job) -> tuple[str, int]:
     return "rows", job.n
 
 
-def block_rows(width: int) -> int:
-    """Rows per streamed block for a joint width: ~BLOCK_BYTES of float64, O(p²) memory."""
-    return int(np.clip(BLOCK_BYTES // (8 * width), 256, 16384))
-
-
 def accumulate(
     job: Job, lo: int, hi: int, progress: ProgressFn = no_progress
 ) -> tuple[CkaAccumulator, dict[str, np.ndarray]]:
@@ -191,7 +185,7 @@ def accumulate(
     config = job.config
     ops = get_backend(config.backend, config.device)
     width = sum(job.layout.widths_a) + sum(job.layout.widths_b or ())
-    block = config.block_rows or block_rows(width)
+    block = config.block_rows or auto_block_rows(width)
     fixed: dict[str, np.ndarray] = {}
     shift: tuple[Any, Any] | None = None
     if ESTIMATORS.get(config.estimator).unit != "batches":
