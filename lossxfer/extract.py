@@ -125,6 +125,7 @@ def run_extract(config: ExtractConfig, progress: ProgressFn | None = None) -> Re
         metrics={
             "splits": {name: hi - lo for name, (lo, hi) in ranges.items()},
             "layers": {name: spec.dim for name, spec in specs.items()},
+            "same_layers": same_layers(network, layers, config.pool),
         },
         config=dataclasses.asdict(config),
         inputs=[{"path": str(config.checkpoint), "sha256": sha}],
@@ -177,6 +178,28 @@ def _load_data(config: ExtractConfig, meta: CheckpointMeta) -> Data:
             f"{config.checkpoint} expects {want.channels}-channel {want.size} px inputs"
         )
     return dataclasses.replace(data, input=want)
+
+
+def same_layers(network: Network, layers: list[str], pool: str) -> dict[str, str]:
+    """{last block: "penultimate"} when both are stored and are the same activations.
+
+    A lossxfer backbone's penultimate features are its global-average-pooled last block
+    (Backbone.forward), which is what `--pool avg` stores for that block too (lossxfer.layers).
+    """
+    import torch
+
+    from lossxfer.nets import Backbone
+
+    backbone = getattr(network, "backbone", None)
+    if pool != "avg" or "penultimate" not in layers or not isinstance(backbone, Backbone):
+        return {}
+    pool_layer = backbone.pool
+    pooled = isinstance(pool_layer, torch.nn.AdaptiveAvgPool2d)
+    pooled = pooled and pool_layer.output_size in (1, (1, 1))
+    last = backbone.layer_names()[-1]
+    if type(backbone).forward is not Backbone.forward or not pooled or last not in layers:
+        return {}
+    return {last: "penultimate"}
 
 
 def layer_specs(

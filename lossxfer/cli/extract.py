@@ -123,4 +123,10 @@ def _summary(result: Result) -> str:
     m, t = result.metrics, result.timing
     rows = ", ".join(f"{s} {n}" for s, n in m["splits"].items())
     layers = ", ".join(f"{k} ({d})" for k, d in m["layers"].items())
-    return f"{result.config['out']}: {rows} rows; layers {layers}; {t['rows_per_s']:.0f} rows/s"
+    same = "".join(
+        f"; {a} and {b} are the same activations ({b} is the pooled {a}; report shows it once)"
+        for a, b in m.get("same_layers", {}).items()
+    )
+    return (
+        f"{result.config['out']}: {rows} rows; layers {layers}{same}; {t['rows_per_s']:.0f} rows/s"
+    )

@@ -1,39 +1,43 @@
-"""`cka --plot`: the CKA matrix as a heatmap (matplotlib, no pyplot global state)."""
+"""`cka --plot`: the CKA matrix as a heatmap, one column wide (lossxfer.plotting's style).
+
+Colours span the matrix's own range, so that 0.91 and 1.00 look different, and each cell has
+its value; a layer stored twice under two names (lossxfer.layers) is shown once.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from lossxfer.fsio import atomic_path
 from lossxfer.results import Result
 
 
 def plot_heatmap(result: Result, path: str | os.PathLike[str], force: bool = False) -> Path:
-    """Rows: layers of A; columns: layers of B; colour bar on [0, 1] (values below 0 are kept)."""
-    import numpy as np
-    from matplotlib.figure import Figure
+    """Rows: layers of A; columns: layers of B; PNG, SVG or PDF by the suffix of `path`."""
+    from lossxfer.layers import identical_layers
+    from lossxfer.plotting import COLUMN_WIDTH, heatmap, new_figure, save_figure, style
 
     m = result.metrics
-    matrix = np.array([[np.nan if v is None else v for v in row] for row in m["matrix"]], float)
-    rows, cols = m["layers_a"], m["layers_b"]
-    size = (max(4.0, 1.0 + 0.45 * len(cols)), max(3.5, 1.0 + 0.4 * len(rows)))
-    fig = Figure(figsize=size, layout="constrained")
-    ax = fig.add_subplot()
-    low = min(0.0, float(np.nanmin(matrix))) if np.isfinite(matrix).any() else 0.0
-    image = ax.imshow(matrix, vmin=low, vmax=1.0, cmap="magma", aspect="auto")
-    ax.set_xticks(range(len(cols)), cols, rotation=60, ha="right")
-    ax.set_yticks(range(len(rows)), rows)
+    rows, cols, matrix = list(m["layers_a"]), list(m["layers_b"]), m["matrix"]
+    same = identical_layers(rows, cols, matrix)
+    keep_r = [i for i, name in enumerate(rows) if name not in same]
+    keep_c = [j for j, name in enumerate(cols) if name not in same]
+    values = [[_number(matrix[i][j]) for j in keep_c] for i in keep_r]
+    rows, cols = [rows[i] for i in keep_r], [cols[j] for j in keep_c]
+    width = max(COLUMN_WIDTH, 1.4 + 0.32 * len(cols))
+    fig = new_figure(height=max(2.2, 1.2 + 0.26 * len(rows)), width=width)
+    ax = fig.axes[0]
     model_a, model_b = result.model, m.get("model_b") or {}
-    ax.set_ylabel(f"layers of A ({model_a.get('objective', 'store A')})")
-    ax.set_xlabel(f"layers of B ({model_b.get('objective', 'store B')})")
-    ax.set_title(f"CKA ({m['estimator']}, split {m['split']})")
-    fig.colorbar(image, ax=ax, label="CKA")
-    if matrix.size <= 144:  # small matrices: the numbers too, as in the table
-        for (i, j), value in np.ndenumerate(matrix):
-            colour = "black" if value > 0.6 else "white"
-            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8, color=colour)
-    out = Path(path)
-    with atomic_path(out, force) as tmp:
-        fig.savefig(tmp, format=out.suffix.lstrip(".") or "png", dpi=150)
-    return out
+    title = f"{m['estimator']} CKA, {m['split']} split"
+    if same:
+        title += "\n" + "; ".join(f"{a} = {b} (shown once)" for a, b in same.items())
+    with style():
+        heatmap(ax, values, rows, cols, "CKA")
+        ax.set_ylabel(f"layers of A ({model_a.get('objective', 'store A')})")
+        ax.set_xlabel(f"layers of B ({model_b.get('objective', 'store B')})")
+        ax.set_title(title)
+    return save_figure(fig, path, force)
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, (int, float)) else float("nan")
