@@ -658,7 +658,7 @@ def store_content_cells() -> Iterator[Cell]:
     def report_wrong_layer(env: Env) -> list[object]:
         return ["report", env.art.sep, "--layer", "block9", "-o", env.out("t.md"), "--force"]
 
-    yield Cell("report", "record", "no_such_layer", report_wrong_layer, 3, "block9")
+    yield Cell("report", "record", "no_such_layer", report_wrong_layer, 2, "block9")
 
 
 def dataset_cells() -> Iterator[Cell]:
@@ -859,7 +859,7 @@ def option_cells() -> Iterator[Cell]:
             env.outputs.append(target / "keep")
             return fn(env, target if verb != "train" else target / "x")
 
-        if verb != "train":
+        if verb not in ("train", "report"):  # report -o DIR: one file per table (test_report)
             yield Cell(verb.split("_")[0] if verb != "store_merge" else verb, "output",
                        f"directory_{verb}", is_dir, 2, "adir")  # fmt: skip
 

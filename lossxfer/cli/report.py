@@ -13,7 +13,6 @@ from lossxfer.cli.common import (
     DebugOpt,
     ForceOpt,
     JsonOpt,
-    OutOpt,
     Output,
     QuietOpt,
     parse_list,
@@ -55,6 +54,25 @@ def _complete_format(incomplete: str) -> list[str]:
     return [n for n in FORMATS.names() if n.startswith(incomplete)]
 
 
+def _found(ctx: typer.Context) -> tuple[list[str], list[str]]:
+    """Row labels and layers of the records under the paths given earlier on the line."""
+    from lossxfer.report.records import survey
+
+    words: list[object] = list(ctx.args)
+    value = ctx.params.get("paths")
+    words += value if isinstance(value, (list, tuple)) else [value] if value else []
+    paths = [Path(str(w)) for w in words if Path(str(w)).exists()]
+    return survey(paths) if paths else ([], [])
+
+
+def _complete_baseline(ctx: typer.Context, incomplete: str) -> list[str]:
+    return [n for n in _found(ctx)[0] if n.startswith(incomplete)]
+
+
+def _complete_layer(ctx: typer.Context, incomplete: str) -> list[str]:
+    return [n for n in _found(ctx)[1] if n.startswith(incomplete)]
+
+
 @app.command(
     epilog="Example: lossxfer report runs/ --table summary --format latex -o table.tex "
     "--plots figs/",
@@ -77,16 +95,26 @@ def report(
         typer.Option("--format", help=_format_help(), autocompletion=_complete_format),
     ] = None,
     baseline: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--baseline",
-            help="Row the t-test compares against, as labelled: softmax, or e.g. "
-            "'softmax (temperature=0.5)'.",
+            help="Row the t-test compares against, as labelled: e.g. softmax or "
+            "'softmax (temperature=0.5)'; it must be among the records. Default: softmax where "
+            "there is a softmax row, else no test.",
+            autocompletion=_complete_baseline,
+            show_default=False,
         ),
-    ] = "softmax",
+    ] = None,
     layer: Annotated[
-        str, typer.Option("--layer", help="Layer for probe, separation and CKA numbers.")
-    ] = "penultimate",
+        str | None,
+        typer.Option(
+            "--layer",
+            help="Layer for probe, separation and CKA numbers; it must be among the records. "
+            "Default: penultimate (records without it are skipped, with the reason).",
+            autocompletion=_complete_layer,
+            show_default=False,
+        ),
+    ] = None,
     cka_estimator: Annotated[
         str | None,
         typer.Option(
@@ -98,12 +126,39 @@ def report(
     plots: Annotated[
         Path | None,
         typer.Option(
-            "--plots", help="Write figures (PNG and SVG) into this folder.", file_okay=False
+            "--plots",
+            help="Write the figures (PNG, SVG and PDF, one column wide) into this folder.",
+            file_okay=False,
+        ),
+    ] = None,
+    caption: Annotated[
+        str | None,
+        typer.Option(
+            "--caption",
+            help="LaTeX: the caption's first sentence, instead of the table's title (the "
+            "statistics follow it); with several tables it leads each title.",
+        ),
+    ] = None,
+    label: Annotated[
+        str | None,
+        typer.Option(
+            "--label",
+            help="LaTeX: the \\label (default tab:TABLE); with several tables, LABEL-TABLE.",
         ),
     ] = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
-    out: OutOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--out",
+            help="Write the tables here, not to stdout: a file (its suffix implies --format), "
+            "or a folder (an existing one, or a name without suffix) for one file per table, "
+            "named after it (csv unless --format says otherwise). CSV and TSV hold one table: "
+            "with several, -o name.csv writes name-TABLE.csv for each.",
+        ),
+    ] = None,
     force: ForceOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -116,8 +171,10 @@ def report(
         TABLES,
         NothingToReport,
         ReportConfig,
+        destinations,
         format_for,
         render,
+        rich_tables,
         run_report,
     )
 
@@ -125,6 +182,11 @@ def report(
         raise UsageError(f"--json conflicts with --format {format_}")
     fmt = check_choice("report format", "json" if json_ else format_ or format_for(out), FORMATS)
     tables = [check_choice("table", t, [*TABLES.names(), "all"]) for t in parse_list([table])]
+    wanted = TABLES.names() if "all" in tables else tables
+    for path, _ in destinations(fmt, out, wanted) if out else []:
+        check_output(
+            path or "-", force
+        )  # each file that may be written: refused now, not after work
     config = ReportConfig(
         paths=tuple(paths),
         tables=None if "all" in tables else tuple(tables),
@@ -133,9 +195,9 @@ def report(
         cka_estimator=cka_estimator,
         plots=plots,
         force=force,
+        caption=caption,
+        label=label,
     )
-    if out:
-        check_output(out, force)
     with Output(fmt == "json", quiet, debug):
         try:
             result = run_report(config)
@@ -148,18 +210,17 @@ def report(
             raise
         _tell(quiet, [f"skipped {s.path}: {s.reason}" for s in result.skipped])
         _tell(quiet, [f"warning: {w}" for w in result.warnings])
-        styled = fmt == "rich" and sys.stdout.isatty()  # bold needs a terminal
-        text = render(result, fmt) if out or not styled else ""
-        if out:
-            write_text_atomic(out, text, force)
-        if styled:
-            from lossxfer.cli.common import stdout_console
-            from lossxfer.report import rich_tables
+        written = []
+        for path, names in destinations(fmt, out, [t.name for t in result.tables]):
+            if path is not None:
+                written.append(write_text_atomic(path, render(result, fmt, names), force))
+            elif fmt == "rich" and sys.stdout.isatty():  # bold needs a terminal
+                from lossxfer.cli.common import stdout_console
 
-            stdout_console().print(rich_tables(result))
-        else:
-            sys.stdout.write(text)
-        _tell(quiet, [f"wrote {p}" for p in [*result.plots, *([out] if out else [])]])
+                stdout_console().print(rich_tables(result.tables))
+            else:
+                sys.stdout.write(render(result, fmt, names))
+        _tell(quiet, [f"wrote {p}" for p in [*result.plots, *written]])
 
 
 def _tell(quiet: bool, lines: list[str]) -> None:

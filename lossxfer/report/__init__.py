@@ -6,7 +6,7 @@ the figures from the same runs. Tables and formats are registries: `TABLES`, `FO
 
 from lossxfer.report.build import NothingToReport, Report, run_report
 from lossxfer.report.config import ReportConfig
-from lossxfer.report.formats import FORMATS, format_for, render, rich_tables
+from lossxfer.report.formats import FORMATS, destinations, format_for, render, rich_tables
 from lossxfer.report.tables import TABLES
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "NothingToReport",
     "Report",
     "ReportConfig",
+    "destinations",
     "format_for",
     "render",
     "rich_tables",

@@ -5,13 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+DEFAULT_LAYER = "penultimate"
+
 
 @dataclass(frozen=True)
 class ReportConfig:
     paths: tuple[Path, ...]
     tables: tuple[str, ...] | None = None  # None: every registered table the records allow
-    baseline: str = "softmax"
-    layer: str = "penultimate"
+    baseline: str | None = None  # None: softmax where there is a softmax row
+    layer: str | None = None  # None: penultimate, and records without it are skipped
     cka_estimator: str | None = None
     plots: Path | None = None
     force: bool = False
+    caption: str | None = None  # LaTeX: replaces the tables' titles in their captions
+    label: str | None = None  # LaTeX: \label (default tab:NAME)

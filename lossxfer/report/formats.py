@@ -1,7 +1,9 @@
-"""Renderers: the report's tables as rich, markdown, CSV, TSV, LaTeX or JSON text.
+"""Renderers: the report's tables as rich, markdown, LaTeX (for people) or CSV, TSV, JSON (tidy).
 
 Each format is registered in FORMATS with the -o suffix that implies it, so `--format` help,
-completion and validation read the names from one place.
+completion and validation read the names from one place. Human formats print cells as
+`90.5 ± 0.5†` under headings with units and a caption that states the statistics; CSV and TSV
+hold exactly one table as tidy records (Table.records), JSON a lossxfer.report/1 document.
 """
 
 from __future__ import annotations
@@ -13,149 +15,194 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lossxfer.errors import UsageError
 from lossxfer.registry import Registry
 from lossxfer.report.build import Report
 from lossxfer.report.stats import Cell
-from lossxfer.report.tables import DAGGER, Column, Row, Table, shown
+from lossxfer.report.table import DAGGER, Column, Row, Table
+
+Renderer = Callable[[Report, list[Table]], str]
 
 
 @dataclass(frozen=True)
 class Format:
-    render: Callable[[Report], str]
-    suffix: str | None  # the -o suffix that implies this format
+    render: Renderer
+    suffix: str  # the -o suffix that implies this format, and of the files it writes
+    single: bool  # holds one table only (CSV, TSV): several tables go to one file each
     help: str
 
 
 FORMATS: Registry[Format] = Registry("report format")
+DIRECTORY_FORMAT = "csv"  # what `-o DIR` writes without --format
 
 
-def _format(name: str, suffix: str | None, help: str) -> Callable[[Callable[[Report], str]], Any]:
-    def add(render: Callable[[Report], str]) -> Callable[[Report], str]:
-        FORMATS.register(name)(Format(render, suffix, help))
+def _format(name: str, suffix: str, help: str, single: bool = False) -> Callable[[Renderer], Any]:
+    def add(render: Renderer) -> Renderer:
+        FORMATS.register(name)(Format(render, suffix, single, help))
         return render
 
     return add
 
 
+def is_directory(out: Path) -> bool:
+    """-o names a folder (one file per table) when it is one or has no suffix."""
+    return out.is_dir() or not out.suffix
+
+
 def format_for(out: Path | None) -> str:
-    """Output format implied by an -o file name (rich when there is none or it says nothing)."""
-    suffix = out.suffix.lower() if out else None
-    return next((n for n in FORMATS if suffix and FORMATS.get(n).suffix == suffix), "rich")
+    """The format an -o path implies: by suffix; csv for a folder; rich for the terminal."""
+    if out is None:
+        return "rich"
+    if is_directory(out):
+        return DIRECTORY_FORMAT
+    suffix = out.suffix.lower()
+    return next((n for n in FORMATS if FORMATS.get(n).suffix == suffix), "rich")
 
 
-def render(report: Report, fmt: str) -> str:
-    """The report as text in one format (rich: plain text, as a terminal without colour shows)."""
-    return FORMATS.get(fmt).render(report)
+def destinations(
+    fmt: str, out: Path | None, tables: list[str]
+) -> list[tuple[Path | None, list[str]]]:
+    """Where the tables go: [(file, or None for stdout; table names)].
+
+    A folder gets one file per table, named after it (summary.csv); a file name with several
+    tables in a one-table format gets one file per table beside it (name-summary.csv)."""
+    form = FORMATS.get(fmt)
+    if out is None:
+        if form.single and len(tables) > 1:
+            raise UsageError(
+                f"{fmt} holds one table and the records give {len(tables)} "
+                f"({', '.join(tables)}): choose one with --table, or write one file per table "
+                "with -o DIR"
+            )
+        return [(None, tables)]
+    if is_directory(out):
+        return [(out / f"{name}{form.suffix}", [name]) for name in tables]
+    if form.single and len(tables) > 1:
+        return [(out.with_name(f"{out.stem}-{n}{out.suffix}"), [n]) for n in tables]
+    return [(out, tables)]
 
 
-@_format("rich", None, "a table for the terminal (bold best values)")
-def _rich(report: Report) -> str:
+def render(report: Report, fmt: str, tables: list[str] | None = None) -> str:
+    """The report's tables (all, or those named) as text in one format."""
+    chosen = [t for t in report.tables if tables is None or t.name in tables]
+    return FORMATS.get(fmt).render(report, chosen)
+
+
+# -- human formats ----------------------------------------------------------------------------
+
+
+@_format("rich", ".txt", "a table for the terminal (bold best values)")
+def _rich(report: Report, tables: list[Table]) -> str:
     from rich.console import Console
 
     # wide enough never to wrap a cell: a file or pipe has no width to fit
     console = Console(file=io.StringIO(), width=1000, color_system=None, soft_wrap=True)
-    console.print(rich_tables(report))
+    console.print(rich_tables(tables))
     out = console.file.getvalue()  # type: ignore[attr-defined]
     return "\n".join(line.rstrip() for line in out.splitlines()) + "\n"
 
 
-@_format("markdown", ".md", "GitHub markdown tables")
-def _markdown_all(report: Report) -> str:
-    return "\n".join(_markdown(t) for t in report.tables)
+def rich_tables(tables: list[Table]) -> Any:
+    """One Rich renderable for a terminal: the tables with bold best values, captions beneath."""
+    from rich.console import Group
+    from rich.table import Table as RichTable
+    from rich.text import Text
+
+    out: list[Any] = []
+    for table in tables:
+        rt = RichTable(title=table.title, caption=" ".join(table.notes), caption_justify="left")
+        head = _header(table)
+        for i, name in enumerate(head):
+            rt.add_column(name, justify="left" if i < _labels(table) else "right")
+        for row in table.rows:
+            cells = [Text(c) for c in _labels_of(table, row)]
+            for column in table.columns:
+                value, mark = _cell_text(row.cells.get(column.key), column, row, "–")
+                cell = row.cells.get(column.key)
+                text = Text()
+                text.append(value, style="bold" if cell is not None and cell.best else "")
+                cells.append(text.append(mark))
+            rt.add_row(*cells)
+        out += [Text()] * bool(out) + [rt]
+    return Group(*out)
 
 
-@_format("csv", ".csv", "comma-separated values")
-def _csv(report: Report) -> str:
-    return _delimited_all(report, ",")
-
-
-@_format("tsv", ".tsv", "tab-separated values")
-def _tsv(report: Report) -> str:
-    return _delimited_all(report, "\t")
-
-
-@_format("latex", ".tex", "booktabs LaTeX tables")
-def _latex_all(report: Report) -> str:
-    return "\n".join(_latex(t) for t in report.tables)
-
-
-@_format("json", ".json", "one JSON document (lossxfer.report/1)")
-def _json(report: Report) -> str:
-    from lossxfer.results import dumps
-
-    return dumps(report.to_dict()) + "\n"
-
-
-def _delimited_all(report: Report, delimiter: str) -> str:
-    parts = [_delimited(t, delimiter) for t in report.tables]
-    if len(parts) == 1:  # one table: plain CSV, no title comment
-        parts = [parts[0].partition("\n")[2]]
-    return "\n".join(parts)
-
-
-def _cell_parts(cell: Cell, column: Column, row: Row) -> tuple[str, str, str]:
-    """(value, mark, count): '76.3 ± 0.1', '†', ' (n=2)' (count only where it differs)."""
-    text = shown(cell.mean, column.unit)
-    if cell.std is not None:
-        text += f" ± {shown(cell.std, column.unit)}"
-    mark = DAGGER if cell.significant else ""
-    count = f" (n={cell.n})" if cell.n != row.n else ""
-    return text, mark, count
-
-
-def _header(table: Table) -> list[str]:
-    head = ["Group"] if table.grouped else []
-    head.append(table.first)
-    if table.rows and table.rows[0].n is not None:
-        head.append("n")
-    return head + [c.title for c in table.columns]
-
-
-def _labels(table: Table) -> int:
-    """How many leading columns are labels (left-aligned): group (if any) and the row label."""
-    return 2 if table.grouped else 1
-
-
-def _cells(
-    table: Table, row: Row, bold: Callable[[str], str], dagger: str, missing: str
-) -> list[str]:
-    out = [row.group] if table.grouped else []
-    out.append(row.label)
-    if row.n is not None:
-        out.append(str(row.n))
-    for column in table.columns:
-        cell = row.cells.get(column.key)
-        if cell is None:
-            out.append(missing)
-            continue
-        text, mark, count = _cell_parts(cell, column, row)
-        out.append((bold(text) if cell.best else text) + (dagger if mark else "") + count)
-    return out
-
-
-def _markdown(table: Table) -> str:
+@_format("markdown", ".md", "GitHub markdown tables, caption beneath")
+def _markdown(report: Report, tables: list[Table]) -> str:
     def esc(text: str) -> str:
         return text.replace("|", "\\|")
 
-    head = _header(table)
-    lines = [f"### {table.title}", "", "| " + " | ".join(map(esc, head)) + " |"]
-    aligns = ["---"] * _labels(table) + ["---:"] * (len(head) - _labels(table))
-    lines.append("|" + "|".join(aligns) + "|")
+    parts = []
+    for table in tables:
+        head = _header(table)
+        lines = [f"### {table.title}", "", "| " + " | ".join(map(esc, head)) + " |"]
+        aligns = ["---"] * _labels(table) + ["---:"] * (len(head) - _labels(table))
+        lines.append("|" + "|".join(aligns) + "|")
+        for row in table.rows:
+            cells = _labels_of(table, row)
+            for column in table.columns:
+                cell = row.cells.get(column.key)
+                value, mark = _cell_text(cell, column, row, "–")
+                cells.append((f"**{value}**" if cell is not None and cell.best else value) + mark)
+            lines.append("| " + " | ".join(map(esc, cells)) + " |")
+        lines += ["", " ".join(table.notes)]
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
+@_format("latex", ".tex", "LaTeX table environments (booktabs; \\usepackage{booktabs})")
+def _latex(report: Report, tables: list[Table]) -> str:
+    config = report.config
+    return "\n".join(latex_table(t, config.caption, config.label, len(tables)) for t in tables)
+
+
+def latex_table(table: Table, caption: str | None, label: str | None, count: int = 1) -> str:
+    """A booktabs table: numbers in `r@{}l` column pairs so that means and ± align."""
+    title = table.title
+    if caption is not None:
+        title = caption if count == 1 else f"{caption}: {title}"
+    name = (
+        f"tab:{table.name}" if label is None else label if count == 1 else f"{label}-{table.name}"
+    )
+    lead = [table.first] + (["$n$"] if _counted(table) else [])
+    spec = "l" + "r" * (len(lead) - 1) + "r@{}l" * len(table.columns)
+    head = [*lead] + [rf"\multicolumn{{2}}{{c}}{{{_tex(c.heading)}}}" for c in table.columns]
+    width = len(lead) + 2 * len(table.columns)
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{_tex(' '.join([title + '.', *table.notes]))}}}",
+        rf"\label{{{name}}}",
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        " & ".join(head) + r" \\",
+        r"\midrule",
+    ]
+    previous = None
     for row in table.rows:
-        cells = _cells(table, row, lambda t: f"**{t}**", DAGGER, "–")
-        lines.append("| " + " | ".join(map(esc, cells)) + " |")
-    lines += ["", *table.notes]
+        if table.grouped and row.group != previous:
+            if previous is not None:
+                lines.append(r"\midrule")
+            lines.append(rf"\multicolumn{{{width}}}{{l}}{{\emph{{{_tex(row.group)}}}}} \\")
+        previous = row.group
+        cells = [_tex(row.label)] + ([str(row.n)] if _counted(table) else [])
+        for column in table.columns:
+            cells.append(_latex_cell(row.cells.get(column.key), column, row))
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
-def _delimited(table: Table, delimiter: str) -> str:
-    """CSV/TSV: the table's title as a comment line, then the cells as shown (no bold)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, delimiter=delimiter, lineterminator="\n")
-    writer.writerow(_header(table))
-    for row in table.rows:
-        writer.writerow(_cells(table, row, lambda t: t, DAGGER, ""))
-    return f"# {table.title}\n{buf.getvalue()}"
+def _latex_cell(cell: Cell | None, column: Column, row: Row) -> str:
+    """`mean & ±std†`: two table cells, the ± column left-aligned against the right-aligned mean."""
+    if cell is None:
+        return r"\multicolumn{2}{c}{--}"
+    bold = (lambda t: rf"\textbf{{{t}}}") if cell.best else (lambda t: t)
+    mean = bold(column.shown(cell.mean))
+    std = rf"${{}}\pm{{}}${bold(column.shown(cell.std))}" if cell.std is not None else ""
+    mark = r"$^\dagger$" if cell.significant else ""
+    count = rf"\,($n$={cell.n})" if cell.n != row.n else ""
+    return f"{mean} & {std}{mark}{count}"
 
 
 _LATEX = {
@@ -171,57 +218,109 @@ _LATEX = {
     "^": r"\textasciicircum{}",
     "²": r"$^2$",
     "±": r"$\pm$",
+    "†": r"$^\dagger$",
+    "ρ": r"$\rho$",
+    "−": r"$-$",
+    "<": r"$<$",
+    ">": r"$>$",
+    "≥": r"$\geq$",
+    "≤": r"$\leq$",
+    "×": r"$\times$",
+    "…": r"\ldots{}",
+    "–": "--",
+    "—": "---",
 }
 
 
 def _tex(text: str) -> str:
-    return "".join(_LATEX.get(ch, ch) for ch in text)
+    """Escape for LaTeX; a letter with a combining macron (d̄) becomes $\\bar{d}$."""
+    out: list[str] = []
+    for ch in text:
+        if ch == "\u0304" and out:
+            out[-1] = rf"$\bar{{{out[-1]}}}$"
+        else:
+            out.append(_LATEX.get(ch, ch))
+    return "".join(out)
 
 
-def _latex(table: Table) -> str:
-    """A booktabs tabular; title and notes as comments, ready to wrap in a table environment."""
-    head = _header(table)
-    spec = "l" * _labels(table) + "r" * (len(head) - _labels(table))
-    lines = [f"% {table.title}", r"\begin{tabular}{" + spec + "}"]
-    lines += [r"\toprule", " & ".join(_tex(h) for h in head) + r" \\", r"\midrule"]
-    previous = None
-    for row in table.rows:
-        if previous is not None and row.group != previous:
-            lines.append(r"\midrule")
-        previous = row.group
-        cells = _cells(table, row, lambda t: "\0" + t + "\1", "\2", "--")
-        escaped = (
-            _tex(c).replace("\0", r"\textbf{").replace("\1", "}").replace("\2", r"$^\dagger$")
-            for c in cells
-        )
-        lines.append(" & ".join(escaped) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", *(f"% {n}" for n in table.notes)]
-    return "\n".join(lines) + "\n"
+# -- tidy formats -----------------------------------------------------------------------------
 
 
-def rich_tables(report: Report) -> Any:
-    """One Rich renderable for a terminal: the tables with bold best values, notes beneath."""
-    from rich.console import Group
-    from rich.table import Table as RichTable
-    from rich.text import Text
+@_format("csv", ".csv", "one table as tidy comma-separated records", single=True)
+def _csv(report: Report, tables: list[Table]) -> str:
+    return _delimited(tables, ",")
 
-    out: list[Any] = []
-    for table in report.tables:
-        rt = RichTable(title=table.title, caption="\n".join(table.notes), caption_justify="left")
-        head = _header(table)
-        for i, name in enumerate(head):
-            rt.add_column(name, justify="left" if i < _labels(table) else "right")
-        for row in table.rows:
-            cells = _cells(table, row, lambda t: "\0" + t + "\1", DAGGER, "–")
-            rendered = []
-            for c in cells:
-                text = Text()
-                before, _, rest = c.partition("\0")
-                bold, _, after = rest.partition("\1")
-                text.append(before)
-                text.append(bold, style="bold")
-                text.append(after)
-                rendered.append(text)
-            rt.add_row(*rendered)
-        out += [Text()] * bool(out) + [rt]
-    return Group(*out)
+
+@_format("tsv", ".tsv", "one table as tidy tab-separated records", single=True)
+def _tsv(report: Report, tables: list[Table]) -> str:
+    return _delimited(tables, "\t")
+
+
+@_format("json", ".json", "a lossxfer.report/1 document: tidy records per table")
+def _json(report: Report, tables: list[Table]) -> str:
+    from lossxfer.results import dumps
+
+    doc = report.to_dict()
+    doc["tables"] = [t.to_dict() for t in tables]
+    return dumps(doc) + "\n"
+
+
+def _delimited(tables: list[Table], delimiter: str) -> str:
+    """The records of one table: a header, then one line per cell; no value is quoted text."""
+    (table,) = tables
+    records = table.records()
+    buf = io.StringIO()
+    names = list(records[0]) if records else ["metric"]
+    writer = csv.DictWriter(buf, names, delimiter=delimiter, lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow({k: _plain(v) for k, v in record.items()})
+    return buf.getvalue()
+
+
+def _plain(value: Any) -> str:
+    """A number to 12 significant digits (no binary noise like 0.9049999999999999), None as
+    an empty field."""
+    if value is None:
+        return ""
+    return format(value, ".12g") if isinstance(value, float) else str(value)
+
+
+# -- shared by the human formats --------------------------------------------------------------
+
+
+def _counted(table: Table) -> bool:
+    return bool(table.rows) and table.rows[0].n is not None
+
+
+def _header(table: Table) -> list[str]:
+    head = ["Group"] if table.grouped else []
+    head.append(table.first)
+    if _counted(table):
+        head.append("n")
+    return head + [c.heading for c in table.columns]
+
+
+def _labels(table: Table) -> int:
+    """How many leading columns are labels (left-aligned): group (if any) and the row label."""
+    return 2 if table.grouped else 1
+
+
+def _labels_of(table: Table, row: Row) -> list[str]:
+    out = [row.group] if table.grouped else []
+    out.append(row.label)
+    if row.n is not None:
+        out.append(str(row.n))
+    return out
+
+
+def _cell_text(cell: Cell | None, column: Column, row: Row, missing: str) -> tuple[str, str]:
+    """('76.3 ± 0.1', '† (n=2)'): the value, then its marks (count only where it differs)."""
+    if cell is None:
+        return missing, ""
+    text = column.shown(cell.mean)
+    if cell.std is not None:
+        text += f" ± {column.shown(cell.std)}"
+    mark = DAGGER if cell.significant else ""
+    count = f" (n={cell.n})" if cell.n != row.n else ""
+    return text, mark + count

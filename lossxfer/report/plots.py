@@ -1,147 +1,247 @@
-"""`report --plots`: the paper's figures as PNG and SVG (matplotlib, no pyplot global state).
+"""`report --plots`: the paper's figures, one column wide, as PNG, SVG and PDF.
 
-R² vs linear transfer and source vs transfer accuracy (one point per run, coloured by objective,
-correlations in the title), a CKA heatmap across objectives at the report's layer, and layer-wise
-CKA curves for the same vs different objectives.
+- r2_vs_transfer, source_vs_transfer: one point per run, a colour and marker per objective (the
+  baseline a black star drawn on top), the least-squares line and Pearson r, p in the corner;
+  points on the very same spot are counted (×k) so none hides another;
+- transfer_by_dataset (paper Figure 1): linear transfer accuracy minus the baseline's, per
+  transfer dataset, when there are several;
+- cka_layers: CKA by layer, same objective vs different objectives, the band spanning the
+  pairs' minimum to maximum (so it stays inside CKA's [0, 1]);
+- cka_heatmap_LAYER: mean CKA between every two objectives, over the data's range, values in
+  the cells.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from lossxfer.fsio import atomic_path, check_output
-from lossxfer.report.records import CkaPair, RunData
-from lossxfer.report.tables import RunPoint, correlation, describe_correlation, run_points
+from lossxfer.fsio import check_output
+from lossxfer.plotting import EXTENSIONS, heatmap, new_figure, save_figure, style
+from lossxfer.report.records import CkaPair, Gathered, RowKey
+from lossxfer.report.tables import RunPoint, correlation, run_points
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-EXTENSIONS = ("png", "svg")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "p", "d")
+BASELINE_STYLE = {"color": "black", "marker": "*", "s": 90, "zorder": 4}
 
 
-def figures(runs: list[RunData], cka: list[CkaPair], layer: str) -> dict[str, Figure]:
+def figures(found: Gathered, layer: str, baseline: str | None) -> dict[str, Figure]:
     """Every figure the data allows, by file stem."""
-    points = run_points(runs)
+    points = run_points(found.runs)
+    styles = _styles(sorted({p.run.row for p in points}), baseline)
     out: dict[str, Figure] = {}
-    r2_axis = f"class separation R² ({layer})"
-    if fig := _scatter(points, "r2", r2_axis):
-        out["r2_vs_transfer"] = fig
-    if fig := _scatter(points, "source", "source accuracy (%)"):
-        out["source_vs_transfer"] = fig
-    at_layer = [p for p in cka if p.layer == layer]
-    if at_layer:
-        out[f"cka_heatmap_{_slug(layer)}"] = _heatmap(at_layer, layer)
-    if len({p.layer for p in cka}) > 1:
-        out["cka_layers"] = _layer_curves(cka)
+    with style():
+        r2_axis = f"class separation R² ({layer})"
+        if fig := _scatter(points, "r2", r2_axis, 1.0, styles):
+            out["r2_vs_transfer"] = fig
+        if fig := _scatter(points, "source", "source accuracy (%)", 100.0, styles):
+            out["source_vs_transfer"] = fig
+        if baseline and (fig := _by_dataset(found, baseline, styles)):
+            out["transfer_by_dataset"] = fig
+        pairs = [p for p in found.cka if p.a.row.setup == p.b.row.setup]
+        at_layer = [p for p in pairs if p.layer == layer]
+        if at_layer:
+            out[f"cka_heatmap_{_slug(layer)}"] = _heatmap(at_layer, layer)
+        shown = [p for p in pairs if p.layer not in found.same_layers]
+        if len({p.layer for p in shown}) > 1:
+            out["cka_layers"] = _layer_curves(shown)
     return out
 
 
 def write_plots(figs: dict[str, Figure], directory: Path, force: bool) -> list[Path]:
-    """Write every figure as PNG and SVG; refuse to overwrite any of them without --force."""
-    from matplotlib import rc_context
-
+    """Write every figure as PNG, SVG and PDF; refuse to overwrite any without --force."""
     paths = {(stem, ext): directory / f"{stem}.{ext}" for stem in figs for ext in EXTENSIONS}
     for path in paths.values():
         check_output(path, force)
-    # svg.fonttype none keeps labels as text: editable in the paper, searchable in tests
-    with rc_context({"svg.fonttype": "none", "svg.hashsalt": "lossxfer"}):
-        for (stem, ext), path in paths.items():
-            with atomic_path(path, force) as tmp:
-                figs[stem].savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
+    for (stem, _), path in paths.items():
+        save_figure(figs[stem], path, force)
     return list(paths.values())
 
 
-def _new(title: str, xlabel: str, ylabel: str, size: tuple[float, float] = (6, 4.5)) -> Figure:
-    from matplotlib.figure import Figure
+def _styles(rows: list[RowKey], baseline: str | None) -> dict[RowKey, dict[str, Any]]:
+    """A colour and marker per row, the same in every figure; the baseline a black star."""
+    colours = [f"C{i}" for i in range(10)]
+    out: dict[RowKey, dict[str, Any]] = {}
+    others = [r for r in rows if r.label != baseline]
+    for i, row in enumerate(others):
+        out[row] = {"color": colours[i % 10], "marker": MARKERS[i % len(MARKERS)], "s": 28}
+    out.update({r: dict(BASELINE_STYLE) for r in rows if r.label == baseline})
+    return out
 
-    fig = Figure(figsize=size)
-    ax = fig.add_subplot()
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    return fig
+
+def _label(row: RowKey, grouped: bool) -> str:
+    return f"{row.label} [{row.setup}]" if grouped else row.label
 
 
-def _scatter(points: list[RunPoint], x: str, xlabel: str) -> Figure | None:
-    """Transfer accuracy against `x`, one point per run, coloured by row (objective)."""
+def _scatter(
+    points: list[RunPoint],
+    x: str,
+    xlabel: str,
+    scale: float,
+    styles: dict[RowKey, dict[str, Any]],
+) -> Figure | None:
+    """Linear transfer accuracy against `x`, one point per run, styled by row (objective)."""
     have = [p for p in points if getattr(p, x) is not None and p.linear is not None]
-    corr = correlation(have, x, "linear")
     if not have:
         return None
-    title = f"{describe_correlation(corr)}, {corr['runs']} runs" if corr else f"{len(have)} runs"
-    fig = _new(title, xlabel, "linear transfer accuracy (%)")
+    rows = sorted({p.run.row for p in have})
+    fig = new_figure(height=2.3 + 0.12 * math.ceil(len(rows) / 3))
     ax = fig.axes[0]
-    scale = 100.0 if x == "source" else 1.0
-    grouped = len({p.run.row.setup for p in have}) > 1
-    for row in sorted({p.run.row for p in have}):
-        mine = [p for p in have if p.run.row == row]
-        label = f"{row.label} [{row.setup}]" if grouped else row.label
-        xs = [getattr(p, x) * scale for p in mine]
-        ax.scatter(xs, [p.linear * 100 for p in mine if p.linear is not None], label=label, s=24)
-    ax.legend(fontsize=7, loc="best")
-    ax.grid(alpha=0.3)
+    grouped = len({r.setup for r in rows}) > 1
+    xy = {id(p): (getattr(p, x) * scale, (p.linear or 0.0) * 100) for p in have}
+    for row in sorted(rows, key=lambda r: styles[r]["marker"] == "*"):  # baseline on top
+        mine = [xy[id(p)] for p in have if p.run.row == row]
+        style = {"zorder": 3, **styles[row]}
+        ax.scatter(
+            [a for a, _ in mine],
+            [b for _, b in mine],
+            label=_label(row, grouped),
+            alpha=0.85,
+            edgecolors="black" if style["marker"] == "*" else "white",
+            linewidths=0.5,
+            **style,
+        )
+    for (a, b), k in Counter(xy.values()).items():
+        if k > 1:  # runs on the very same spot: say how many
+            ax.annotate(f"×{k}", (a, b), xytext=(4, 3), textcoords="offset points", fontsize=6)
+    corr = correlation(have, x, "linear")
+    if corr is not None:
+        _fit_line(ax, list(xy.values()))
+        text = f"r = {corr['pearson_r']:.2f}, p = {corr['pearson_p']:.2g}\n{corr['runs']} runs"
+    else:
+        text = f"{len(have)} runs"
+    ax.text(0.98, 0.97, text, transform=ax.transAxes, ha="right", va="top", fontsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("linear transfer accuracy (%)")
+    ax.grid(alpha=0.25, linewidth=0.5)
+    fig.legend(loc="outside lower center", ncols=3, frameon=False, handletextpad=0.2)
     return fig
 
 
-def _mean(values: list[float]) -> float:
-    return math.fsum(values) / len(values) if values else math.nan
+def _fit_line(ax: Axes, xy: list[tuple[float, float]]) -> None:
+    """The least-squares line through the points, across their x range."""
+    import numpy as np
+
+    xs, ys = np.array([a for a, _ in xy]), np.array([b for _, b in xy])
+    if np.ptp(xs) == 0:
+        return
+    slope, intercept = np.polyfit(xs, ys, 1)
+    line = np.array([xs.min(), xs.max()])
+    ax.plot(line, slope * line + intercept, "--", color="0.45", linewidth=0.8, zorder=1)
+
+
+def _by_dataset(
+    found: Gathered, baseline: str, styles: dict[RowKey, dict[str, Any]]
+) -> Figure | None:
+    """Paper Figure 1: each objective's linear transfer accuracy minus the baseline's, per
+    transfer dataset (mean over seeds; bars: sample std over its seeds)."""
+    import numpy as np
+
+    runs = [r for r in found.runs if "linear" in r.by_dataset]
+    datasets = sorted({ds for r in runs for ds in r.by_dataset["linear"]})
+    setups = {r.key.row.setup for r in runs}
+    if len(datasets) < 2 or len(setups) != 1:
+        return None
+
+    def values(row: RowKey, ds: str) -> list[float]:
+        return [
+            v * 100 for r in runs if r.key.row == row and (v := r.get("linear", ds)) is not None
+        ]
+
+    rows = sorted({r.key.row for r in runs})
+    base = next((r for r in rows if r.label == baseline), None)
+    if base is None:
+        return None
+    others = [r for r in rows if r != base]
+    fig = new_figure(height=2.4 + 0.12 * math.ceil(len(others) / 3))
+    ax = fig.axes[0]
+    width = 0.8 / max(len(others), 1)
+    for i, row in enumerate(others):
+        xs, means, stds = [], [], []
+        for j, ds in enumerate(datasets):
+            mine, ref = values(row, ds), values(base, ds)
+            if mine and ref:
+                xs.append(j - 0.4 + width * (i + 0.5))
+                means.append(float(np.mean(mine)) - float(np.mean(ref)))
+                stds.append(float(np.std(mine, ddof=1)) if len(mine) > 1 else 0.0)
+        style = styles[row]
+        ax.errorbar(
+            xs,
+            means,
+            yerr=stds,
+            fmt=style["marker"],
+            color=style["color"],
+            markersize=4,
+            capsize=1.5,
+            elinewidth=0.7,
+            label=row.label,
+        )
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(datasets)), datasets, rotation=30, ha="right", rotation_mode="anchor")
+    ax.set_ylabel(f"linear transfer − {baseline} (pp)")
+    ax.set_xlabel("transfer dataset")
+    ax.grid(axis="y", alpha=0.25, linewidth=0.5)
+    fig.legend(loc="outside lower center", ncols=3, frameon=False, handletextpad=0.2)
+    return fig
 
 
 def _heatmap(pairs: list[CkaPair], layer: str) -> Figure:
     """Mean CKA between the runs of every two rows (diagonal: different seeds of one row)."""
-    import numpy as np
-
     rows = sorted({r.row for p in pairs for r in (p.a, p.b)})
     index = {row: i for i, row in enumerate(rows)}
     sums: dict[tuple[int, int], list[float]] = {}
     for p in pairs:
         i, j = index[p.a.row], index[p.b.row]
         sums.setdefault((min(i, j), max(i, j)), []).append(p.value)
-    matrix = np.full((len(rows), len(rows)), np.nan)
+    matrix = [[math.nan] * len(rows) for _ in rows]
     for (i, j), values in sums.items():
-        matrix[i, j] = matrix[j, i] = _mean(values)
-    size = 2.5 + 0.6 * len(rows)
-    fig = _new(f"CKA at layer {layer} (mean over pairs of runs)", "objective", "objective")
-    fig.set_size_inches(size + 1.5, size)
+        matrix[i][j] = matrix[j][i] = math.fsum(values) / len(values)
+    grouped = len({r.setup for r in rows}) > 1
+    labels = [_label(r, grouped) for r in rows]
+    fig = new_figure(height=1.2 + 0.22 * len(rows))
     ax = fig.axes[0]
-    image = ax.imshow(np.ma.masked_invalid(matrix), vmin=0.0, vmax=1.0, cmap="viridis")
-    labels = [
-        r.label if len({r.setup for r in rows}) == 1 else f"{r.label} [{r.setup}]" for r in rows
-    ]
-    ax.set_xticks(range(len(rows)), labels, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(len(rows)), labels, fontsize=8)
-    for (i, j), values in sums.items():
-        for a, b in {(i, j), (j, i)}:
-            value = _mean(values)
-            color = "k" if value > 0.6 else "w"  # readable on viridis yellow and purple
-            ax.text(b, a, f"{value:.2f}", ha="center", va="center", fontsize=7, color=color)
-    fig.colorbar(image, ax=ax, label="CKA")
+    heatmap(ax, matrix, labels, labels, "CKA")
+    ax.set_xlabel("objective")
+    ax.set_ylabel("objective")
+    ax.set_title(f"CKA at layer {layer} (mean over pairs of runs)")
     return fig
 
 
 def _layer_curves(pairs: list[CkaPair]) -> Figure:
-    """Mean ± std CKA per layer, same objective (other seeds) vs different objectives."""
+    """Mean CKA per layer, same objective (other seeds) vs different objectives; the band
+    spans the minimum to the maximum over pairs."""
     layers = list(dict.fromkeys(p.layer for p in pairs))
-    fig = _new("CKA by layer", "block index (layer)", "CKA")
-    fig.set_size_inches(max(6.0, 0.45 * len(layers) + 2), 4.5)
+    fig = new_figure(height=2.5)
     ax = fig.axes[0]
-    for name, same in (("same objective", True), ("different objectives", False)):
-        xs, means, stds = [], [], []
+    low = 1.0
+    for name, same, colour in (
+        ("same objective", True, "C0"),
+        ("different objectives", False, "C3"),
+    ):
+        xs, means, los, his = [], [], [], []
         for i, layer in enumerate(layers):
             values = [p.value for p in pairs if p.layer == layer and (p.a.row == p.b.row) == same]
             if values:
-                m = _mean(values)
                 xs.append(i)
-                means.append(m)
-                n = max(len(values) - 1, 1)
-                stds.append(math.sqrt(math.fsum((v - m) ** 2 for v in values) / n))
+                means.append(math.fsum(values) / len(values))
+                los.append(min(values))
+                his.append(max(values))
         if xs:
-            ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=name)
-    ax.set_xticks(range(len(layers)), layers, rotation=45, ha="right", fontsize=8)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+            ax.plot(xs, means, "o-", ms=3, color=colour, label=f"{name} (mean)", clip_on=False)
+            ax.fill_between(xs, los, his, color=colour, alpha=0.2, linewidth=0)
+            low = min(low, *los)
+    ax.set_xticks(range(len(layers)), layers, rotation=30, ha="right", rotation_mode="anchor")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("CKA")
+    ax.set_ylim(max(0.0, math.floor(low * 10) / 10 - 0.05), 1.0)
+    ax.grid(alpha=0.25, linewidth=0.5)
+    ax.legend(loc="lower left", frameon=False, title="band: min–max over pairs", title_fontsize=6)
     return fig
 
 

@@ -6,6 +6,7 @@ checkpoint sha256); a record that cannot be used is listed with the reason, neve
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections import defaultdict
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lossxfer.errors import InputError
-from lossxfer.report.config import ReportConfig
+from lossxfer.report.config import DEFAULT_LAYER, ReportConfig
 from lossxfer.results import Result, load_result
 
 # -- runs -------------------------------------------------------------------------------------
@@ -30,11 +31,28 @@ class RowKey:
     order: int  # position of the objective in the registry (paper order); unknown names last
     objective: str
     options: tuple[tuple[str, str], ...]  # non-default options: (name, canonical JSON value)
+    # model.training, the resolved optimisation (epochs, lr, batch_size, ...); () if unrecorded
+    training: tuple[tuple[str, str], ...] = ()
+    # the training settings that tell this row from other rows of the same objective and options
+    shown: tuple[tuple[str, str], ...] = ()
 
     @property
     def label(self) -> str:
-        opts = ", ".join(f"{k}={_unquote(v)}" for k, v in self.options)
+        opts = ", ".join(f"{k}={_unquote(v)}" for k, v in (*self.options, *self.shown))
         return f"{self.objective} ({opts})" if opts else self.objective
+
+    @property
+    def options_text(self) -> str:
+        return ", ".join(f"{k}={_unquote(v)}" for k, v in self.options)
+
+    @property
+    def training_text(self) -> str:
+        return ", ".join(f"{k}={_unquote(v)}" for k, v in self.shown)
+
+    @property
+    def objective_key(self) -> tuple[str, str, str, tuple[tuple[str, str], ...]]:
+        """What may not differ in training settings without splitting the row."""
+        return (self.arch, self.source, self.objective, self.options)
 
     @property
     def setup(self) -> str:
@@ -42,7 +60,10 @@ class RowKey:
 
 
 def _unquote(text: str) -> str:
+    """A canonical JSON value as a label shows it: strings bare, 10.0 as 10."""
     value = json.loads(text)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
     return value if isinstance(value, str) else text
 
 
@@ -94,6 +115,7 @@ class _Measure:
     checkpoint: str | None
     values: dict[tuple[str, ...], float]  # (what, dataset, ...) → value
     other: tuple[tuple[RowKey, int], str | None] | None = None  # cka: the second model
+    same: dict[str, str] = field(default_factory=dict)  # cka: layer → identical later layer
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -108,20 +130,103 @@ class Gathered:
     skipped: list[Skipped]
     warnings: list[str]
     files: int  # how many files were looked at
+    layers: list[str]  # every layer named by a probe, separation or CKA record
+    # layers whose activations are identical to a later one (smallcnn's block3 = penultimate,
+    # the pooled last block), as CKA records show them: shown once, under the later name
+    same_layers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> list[str]:
+        """Row labels (objective and options) in table order: the choices of --baseline."""
+        return list(dict.fromkeys(r.key.row.label for r in sorted(self.runs, key=_order)))
+
+
+def _order(run: RunData) -> tuple[RowKey, int]:
+    return run.key.row, run.key.seed
 
 
 def gather(config: ReportConfig) -> Gathered:
-    """Read every record under the paths and resolve them to runs (newest record wins)."""
+    """Read every record under the paths and resolve them to runs (newest record wins).
+
+    A --layer that no record has is a usage error (exit 2) before any table is built; without
+    one, records that lack penultimate are skipped with the reason."""
+    from lossxfer.registry import check_choice
+
     files, skipped = _find_files(config.paths)
     measures: list[_Measure] = []
+    layers: dict[str, None] = {}
     for path in files:
         try:
-            measures.extend(_read(path, config.layer))
+            measures.extend(_read(path, config.layer or DEFAULT_LAYER, layers))
         except _Skip as exc:
             skipped.append(Skipped(str(path), str(exc)))
+    if layers and config.layer is not None:
+        check_choice("layer", config.layer, layers)
     warnings: list[str] = []
-    runs, cka = _join(measures, config, skipped, warnings)
-    return Gathered(list(runs.values()), cka, skipped, warnings, len(files))
+    joined, cka = _join(measures, config, skipped, warnings)
+    same = {k: v for m in measures for k, v in m.same.items()}
+    runs, cka = _split_training(list(joined.values()), cka, warnings)
+    return Gathered(runs, cka, skipped, warnings, len(files), list(layers), same)
+
+
+def _split_training(
+    runs: list[RunData], cka: list[CkaPair], warnings: list[str]
+) -> tuple[list[RunData], list[CkaPair]]:
+    """Rows whose runs were trained differently (model.training) become separate rows.
+
+    The settings that differ between runs of one objective are added to its label, e.g.
+    `softmax (epochs=10)`; runs whose records predate model.training show `training=unrecorded`.
+    """
+    settings: dict[tuple[Any, ...], set[tuple[tuple[str, str], ...]]] = defaultdict(set)
+    for run in runs:
+        settings[run.key.row.objective_key].add(run.key.row.training)
+    relabel: dict[RowKey, RowKey] = {}
+    for run in runs:
+        row = run.key.row
+        seen = settings[row.objective_key]
+        if len(seen) < 2 or row in relabel:
+            continue
+        keys = sorted({k for t in seen for k in dict(t)})
+        differ = [k for k in keys if len({dict(t).get(k) for t in seen if t}) > 1]
+        own = dict(row.training)
+        shown = tuple((k, own[k]) for k in differ if k in own) if own else ()
+        relabel[row] = dataclasses.replace(
+            row, shown=shown or (("training", json.dumps("unrecorded")),)
+        )
+    for key in sorted(settings):
+        if len(settings[key]) > 1:
+            rows = sorted({new.label for old, new in relabel.items() if old.objective_key == key})
+            warnings.append(
+                f"{key[2]} on {key[1]}: runs trained with different settings are not pooled; "
+                f"separate rows: {'; '.join(rows)}"
+            )
+
+    def move(run: RunKey) -> RunKey:
+        return dataclasses.replace(run, row=relabel.get(run.row, run.row))
+
+    runs = sorted(
+        (RunData(move(r.key), r.source, r.by_dataset) for r in runs),
+        key=_order,
+    )
+    cka = [dataclasses.replace(p, a=move(p.a), b=move(p.b)) for p in cka]
+    return runs, cka
+
+
+def survey(paths: Iterable[Path]) -> tuple[list[str], list[str]]:
+    """Row labels and layer names the records under `paths` name, for shell completion.
+
+    Unusable records are passed over in silence: a completion never fails."""
+    labels: dict[str, None] = {}
+    layers: dict[str, None] = {}
+    files, _ = _find_files(paths)
+    for path in files:
+        try:
+            for m in _read(path, "", layers, strict=False):
+                for base in (m.base, *(m.other[:1] if m.other else ())):
+                    labels[base[0].label] = None
+        except _Skip:
+            continue
+    return list(labels), list(layers)
 
 
 def _find_files(paths: Iterable[Path]) -> tuple[list[Path], list[Skipped]]:
@@ -150,7 +255,8 @@ def _find_files(paths: Iterable[Path]) -> tuple[list[Path], list[Skipped]]:
     return files, skipped
 
 
-def _read(path: Path, layer: str) -> list[_Measure]:
+def _read(path: Path, layer: str, layers: dict[str, None], strict: bool = True) -> list[_Measure]:
+    """A record's numbers at `layer`; `strict=False` only reads its provenance and layers."""
     try:
         result = load_result(path)
     except InputError as exc:
@@ -163,6 +269,15 @@ def _read(path: Path, layer: str) -> list[_Measure]:
     metrics = result.metrics
     values: dict[tuple[str, ...], float] = {}
     other = None
+    same: dict[str, str] = {}
+    if isinstance(metrics.get("layers"), dict):
+        layers.update(dict.fromkeys(map(str, metrics["layers"])))
+    if not strict:
+        if result.kind == "cka":
+            other = _provenance(metrics.get("model_b", result.model), "metrics.model_b")
+            if isinstance(metrics.get("layers_a"), list):
+                layers.update(dict.fromkeys(map(str, metrics["layers_a"])))
+        return [_Measure(str(path), created, result.kind, base, checkpoint, values, other)]
     if result.kind == "train":
         values[("source",)] = _number(metrics, "test_top1", "metrics.test_top1")
     elif result.kind == "finetune":
@@ -189,11 +304,13 @@ def _read(path: Path, layer: str) -> list[_Measure]:
     else:  # cka
         other = _provenance(metrics.get("model_b", result.model), "metrics.model_b")
         estimator = str(metrics.get("estimator", "linear"))
-        for name, value in _cka_diagonal(metrics).items():
+        diagonal, same = _cka_diagonal(metrics)
+        layers.update(dict.fromkeys(diagonal))
+        for name, value in diagonal.items():
             values[("cka", estimator, name)] = value
         if not values:
             raise _Skip("no layer appears in both metrics.layers_a and metrics.layers_b")
-    return [_Measure(str(path), created, result.kind, base, checkpoint, values, other)]
+    return [_Measure(str(path), created, result.kind, base, checkpoint, values, other, same)]
 
 
 def _provenance(model: Any, where: str) -> tuple[tuple[RowKey, int], str | None]:
@@ -219,7 +336,11 @@ def _provenance(model: Any, where: str) -> tuple[tuple[RowKey, int], str | None]
         for k, v in sorted(opts.items())
         if k not in defaults or defaults[k] != v
     )
-    row = RowKey(str(model["arch"]), str(source), order, objective, shown)
+    training = model.get("training") or {}
+    if not isinstance(training, dict):
+        raise _Skip(f"field '{where}.training' is not an object")
+    settings = tuple((str(k), _canon(v)) for k, v in sorted(training.items()))
+    row = RowKey(str(model["arch"]), str(source), order, objective, shown, settings)
     checkpoint = model.get("checkpoint_sha256")
     return (row, seed), str(checkpoint) if checkpoint else None
 
@@ -277,8 +398,11 @@ def _layer(metrics: dict[str, Any], layer: str) -> dict[str, Any]:
     return layers[layer]
 
 
-def _cka_diagonal(metrics: dict[str, Any]) -> dict[str, float]:
-    """CKA of each layer with the same-named layer of the other model, in layers_a order."""
+def _cka_diagonal(metrics: dict[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
+    """CKA of each layer with the same-named layer of the other model, in layers_a order, and
+    the layers that are the same activations as a later one (lossxfer.layers)."""
+    from lossxfer.layers import identical_layers
+
     a, b, matrix = metrics.get("layers_a"), metrics.get("layers_b"), metrics.get("matrix")
     if not (isinstance(a, list) and isinstance(b, list) and isinstance(matrix, list)):
         raise _Skip("missing field 'metrics.layers_a', 'metrics.layers_b' or 'metrics.matrix'")
@@ -290,7 +414,7 @@ def _cka_diagonal(metrics: dict[str, Any]) -> dict[str, float]:
             value = matrix[i][b.index(name)]
             if _finite(value):
                 out[str(name)] = float(value)
-    return out
+    return out, identical_layers(a, b, matrix)
 
 
 # -- joining ----------------------------------------------------------------------------------

@@ -1,119 +1,226 @@
-"""Tables from runs: one row per objective, mean ± std over seeds, best marks and t-tests.
+"""The registered tables: one row per objective, mean ± std over seeds, best marks and t-tests.
 
-A row is one (arch, training data, objective, options) averaged over seeds; rows that differ in
-architecture or training data are kept apart in their own group, with the best value and the
-t-test against the baseline computed inside each group, never across.
+A row is one (arch, training data, objective, options, training settings) averaged over seeds;
+rows that differ in architecture or training data are kept apart in their own group, with the
+best value and the t-test against the baseline computed inside each group, never across.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from lossxfer.registry import Registry
-from lossxfer.report.config import ReportConfig
-from lossxfer.report.records import CkaPair, RowKey, RunData, RunKey
+from lossxfer.report.config import DEFAULT_LAYER, ReportConfig
+from lossxfer.report.records import CkaPair, Gathered, RowKey, RunData, RunKey
 from lossxfer.report.stats import ALPHA, Cell, fmt_p, fmt_stat, pearson, ranks, welch_p
-
-DAGGER = "†"
-# separation statistics shown first, in this order; any other scalar statistic follows
-SEPARATION_FIRST = ("r2", "d_within", "d_total", "nc1", "effective_dim", "sparsity", "dead_units")
-STAT_TITLES = {"r2": "R²"}
-
-
-@dataclass(frozen=True)
-class Column:
-    key: str
-    title: str
-    unit: str  # "%" (fractions shown ×100, 1 decimal) or "" (3 decimals)
-    best: bool = False  # mark the highest mean of its group
-    test: bool = False  # Welch t-test against the baseline row of its group
-
-
-@dataclass
-class Row:
-    group: str
-    label: str
-    n: int | None  # seeds (None where cells count pairs)
-    cells: dict[str, Cell | None]
-    key: RowKey | None = None
-
-
-@dataclass
-class Table:
-    name: str
-    title: str
-    first: str  # heading of the label column
-    columns: list[Column]
-    rows: list[Row]
-    notes: list[str] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def grouped(self) -> bool:
-        return len({r.group for r in self.rows}) > 1
-
-    def to_dict(self) -> dict[str, Any]:
-        """The table as data: fractions as stored, every cell's values and marks."""
-
-        def cell(c: Cell | None) -> dict[str, Any] | None:
-            if c is None:
-                return None
-            return {
-                "mean": c.mean,
-                "std": c.std,
-                "n": c.n,
-                "values": c.values,
-                "p": c.p,
-                "significant": c.significant,
-                "best": c.best,
-            }
-
-        return {
-            "name": self.name,
-            "title": self.title,
-            "columns": [dataclasses.asdict(c) for c in self.columns],
-            "rows": [
-                {
-                    "group": r.group,
-                    "label": r.label,
-                    **(
-                        {
-                            "arch": r.key.arch,
-                            "source": r.key.source,
-                            "objective": r.key.objective,
-                            "options": {k: json.loads(v) for k, v in r.key.options},
-                        }
-                        if r.key
-                        else {}
-                    ),
-                    "n": r.n,
-                    "cells": {k: cell(v) for k, v in r.cells.items()},
-                }
-                for r in self.rows
-            ],
-            "notes": self.notes,
-            **self.extra,
-        }
-
-
-# -- building tables --------------------------------------------------------------------------
+from lossxfer.report.table import DAGGER, Column, Row, Table
 
 RowValues = Callable[[RowKey, list[RunData]], list[float]]
-Builder = Callable[[list[RunData], list[CkaPair], ReportConfig], "Table | None"]
+Builder = Callable[[Gathered, ReportConfig], Table | None]
 # every table `report --table` offers, in the order `all` shows them; each builder's docstring
 # is its help
 TABLES: Registry[Builder] = Registry("table")
+
+# the representation statistics of `separation` records, in table order (the counts rows,
+# classes, dim and zero_rows are bookkeeping): key → (heading, unit, decimals)
+STATISTICS = {
+    "r2": ("R²", "", 3),
+    "d_within": ("d̄ within", "", 3),
+    "d_total": ("d̄ total", "", 3),
+    "nc1": ("NC1", "", 3),
+    "effective_dim": ("Eff. dim.", "", 1),
+    "sparsity": ("Sparsity", "%", 1),
+    "dead_units": ("Dead units", "", 1),
+}
 
 
 def table_help(name: str) -> str:
     """A table's help: its builder's docstring as one line."""
     return " ".join((TABLES.get(name).__doc__ or "").split()).rstrip(".")
+
+
+def _accuracy(key: str, title: str, metric: str, dataset: str = "") -> Column:
+    return Column(key, title, "%", 1, best=True, test=True, metric=metric, dataset=dataset)
+
+
+@TABLES.register("summary")
+def _summary_table(found: Gathered, config: ReportConfig) -> Table | None:
+    """The study's compact table: source accuracy, linear and kNN transfer averaged over the
+    transfer datasets, R² and CKA with the baseline at --layer, with the correlation of R² and
+    transfer over runs beneath."""
+    runs = found.runs
+    points = {p.run: p for p in run_points(runs)}
+
+    def per_point(key: str) -> RowValues:
+        return _per_run(lambda r: getattr(points[r.key], key))
+
+    columns = [
+        (_accuracy("source", "Source", "source_top1"), per_point("source")),
+        (_accuracy("linear", "Linear transfer", "linear_top1", "mean"), per_point("linear")),
+        (_accuracy("knn", "kNN transfer", "knn_top1", "mean"), per_point("knn")),
+        (Column("r2", "R²", test=True, metric="r2"), per_point("r2")),
+    ]
+    if config.baseline:
+        cka = Column("cka", f"CKA with {config.baseline}", metric="cka")
+        columns.append(
+            (cka, _cka_with(config.baseline, _at_layer(found, config.layer or DEFAULT_LAYER)))
+        )
+    rows = _objective_rows(_rows_by_group(runs), columns, config.baseline)
+    if not rows:
+        return None
+    used = [c for c, _ in columns if any(r.cells[c.key] for r in rows)]
+    for row in rows:
+        row.cells = {c.key: row.cells[c.key] for c in used}
+    what = "Top-1 accuracy (%) on the source test set and of probes at layer "
+    what += f"{config.layer}, averaged over the transfer datasets; R² on the source data."
+    notes = _notes(config, rows, what, used)
+    if any(c.key == "cka" for c in used):
+        notes.append(
+            f"CKA at layer {config.layer}: mean over pairs of a row's runs with "
+            f"{config.baseline}'s (for {config.baseline}: pairs of its own seeds)."
+        )
+    correlations = []
+    setups = _setups(runs)
+    for setup in setups:
+        corr = correlation([p for p in points.values() if p.run.row.setup == setup], "r2", "linear")
+        if corr is not None:
+            correlations.append({"group": setup, **corr})
+            where = f" ({setup})" if len(setups) > 1 else ""
+            notes.append(
+                f"R² vs linear transfer over {corr['runs']} runs{where}: "
+                f"{describe_correlation(corr)}."
+            )
+    title = f"Source accuracy, transfer accuracy, class separation and CKA (layer {config.layer})"
+    return Table("summary", title, "Objective", used, rows, notes, {"correlations": correlations})
+
+
+@TABLES.register("transfer")
+def _transfer_table(found: Gathered, config: ReportConfig) -> Table | None:
+    """Source accuracy and probe accuracy per transfer dataset, and their average."""
+    runs = found.runs
+    columns = [(_accuracy("source", "Source", "source_top1"), _per_run(lambda r: r.source))]
+    for method, title in (("linear", "Linear"), ("knn", "kNN")):
+        datasets = _datasets(runs, method)
+        for ds in datasets:
+            column = _accuracy(f"{method}:{ds}", f"{title}, {ds}", f"{method}_top1", ds)
+            columns.append((column, _at(method, ds)))
+        if len(datasets) > 1:
+            column = _accuracy(f"{method}:mean", f"{title}, mean", f"{method}_top1", "mean")
+            columns.append((column, _per_run(_average(method, runs))))
+    if len(columns) == 1 and all(r.source is None for r in runs):
+        return None
+    rows = _objective_rows(_rows_by_group(runs), columns, config.baseline)
+    what = (
+        "Top-1 accuracy (%) on the source test set and of probes on fixed features at layer "
+        f"{config.layer}"
+        + (
+            "; mean: over the transfer datasets."
+            if any(c.dataset == "mean" for c, _ in columns)
+            else "."
+        )
+    )
+    notes = _notes(config, rows, what, [c for c, _ in columns])
+    title = f"Transfer accuracy of fixed features (layer {config.layer})"
+    return Table("transfer", title, "Objective", [c for c, _ in columns], rows, notes)
+
+
+@TABLES.register("separation")
+def _separation_table(found: Gathered, config: ReportConfig) -> Table | None:
+    """Class separation R² and the other representation statistics at --layer."""
+    runs = found.runs
+    datasets = _datasets(runs, "sep:r2")
+    if not datasets:
+        return None
+    names = {m.removeprefix("sep:") for r in runs for m in r.by_dataset if m.startswith("sep:")}
+    cols = [
+        Column(s, title, unit, digits, test=True, metric=s, count=s == "dead_units")
+        for s, (title, unit, digits) in STATISTICS.items()
+        if s in names
+    ]
+    rows: list[Row] = []
+    for ds in datasets:
+        have = [r for r in runs if r.get("sep:r2", ds) is not None]
+        columns = [(c, _at(f"sep:{c.key}", ds)) for c in cols]
+        suffix = f", on {ds}" if len(datasets) > 1 else ""
+        rows += _objective_rows(_rows_by_group(have), columns, config.baseline, suffix, ds)
+    what = (
+        "Class separation of L2-normalised features: R² = 1 − d̄ within / d̄ total (mean cosine "
+        "distances); NC1: within- over between-class variability; Eff. dim.: participation "
+        "ratio; Sparsity: zero activations (%); Dead units: never active."
+    )
+    notes = _notes(config, rows, what, cols)
+    title = f"Class separation and representation statistics (layer {config.layer})"
+    return Table("separation", title, "Objective", cols, rows, notes)
+
+
+@TABLES.register("finetune")
+def _finetune_table(found: Gathered, config: ReportConfig) -> Table | None:
+    """Accuracy after fine-tuning the whole network, per dataset."""
+    runs = found.runs
+    datasets = _datasets(runs, "finetune")
+    if not datasets:
+        return None
+    columns = [
+        (_accuracy(f"finetune:{ds}", ds, "finetune_top1", ds), _at("finetune", ds))
+        for ds in datasets
+    ]
+    if len(datasets) > 1:
+        average = _per_run(_average("finetune", runs))
+        columns.append((_accuracy("finetune:mean", "Mean", "finetune_top1", "mean"), average))
+    have = [r for r in runs if "finetune" in r.by_dataset]
+    rows = _objective_rows(_rows_by_group(have), columns, config.baseline)
+    what = "Top-1 test accuracy (%) after fine-tuning the whole network"
+    what += "; mean: over the datasets." if len(datasets) > 1 else "."
+    notes = _notes(config, rows, what, [c for c, _ in columns])
+    title = "Fine-tuning accuracy"
+    return Table("finetune", title, "Objective", [c for c, _ in columns], rows, notes)
+
+
+@TABLES.register("cka")
+def _cka_table(found: Gathered, config: ReportConfig) -> Table | None:
+    """Per layer, CKA between seeds of one objective and between different objectives."""
+    pairs = [p for p in found.cka if p.a.row.setup == p.b.row.setup]
+    pairs = [p for p in pairs if p.layer not in found.same_layers]
+    if not pairs:
+        return None
+    layers = list(dict.fromkeys(p.layer for p in pairs))
+    estimator = pairs[0].estimator
+    columns = [
+        Column("same", "Same objective", metric="cka_same_objective"),
+        Column("different", "Different objectives", metric="cka_different_objectives"),
+    ]
+    rows = []
+    for setup in sorted({p.a.row.setup for p in pairs}):
+        arch, _, data = setup.partition(" on ")
+        for layer in layers:
+            here = [p for p in pairs if p.layer == layer and p.a.row.setup == setup]
+            same = [p.value for p in here if p.a.row == p.b.row]
+            diff = [p.value for p in here if p.a.row != p.b.row]
+            if here:
+                cells = {
+                    "same": Cell(same) if same else None,
+                    "different": Cell(diff) if diff else None,
+                }
+                fields = {"arch": arch, "data": data, "estimator": estimator, "layer": layer}
+                rows.append(Row(f"{setup}, {estimator} CKA", layer, None, cells, fields))
+    notes = [
+        f"{estimator.capitalize()} CKA. Mean ± sample standard deviation over n pairs of runs "
+        "(shown as (n=…)): same objective = different seeds of one objective and options; "
+        "different = runs of different objectives or options."
+    ]
+    notes += [
+        f"{a} is not shown: the same activations as {b} (its global-average-pooled output)."
+        for a, b in found.same_layers.items()
+        if any(p.layer == b for p in pairs)
+    ]
+    return Table("cka", "CKA between networks, layer by layer", "Layer", columns, rows, notes)
+
+
+# -- rows -------------------------------------------------------------------------------------
 
 
 def _per_run(get: Callable[[RunData], float | None]) -> RowValues:
@@ -127,11 +234,22 @@ def _rows_by_group(runs: Iterable[RunData]) -> dict[RowKey, list[RunData]]:
     return dict(sorted(rows.items()))
 
 
+def _fields(key: RowKey) -> dict[str, str]:
+    return {
+        "arch": key.arch,
+        "data": key.source,
+        "objective": key.objective,
+        "options": key.options_text,
+        "training": key.training_text,
+    }
+
+
 def _objective_rows(
     rows: dict[RowKey, list[RunData]],
     columns: list[tuple[Column, RowValues]],
-    baseline: str,
+    baseline: str | None,
     suffix: str = "",
+    dataset: str = "",
 ) -> list[Row]:
     """One row per objective; t-test against the baseline row and best marks inside each group."""
     out = [
@@ -140,7 +258,7 @@ def _objective_rows(
             key.label,
             len({(r.key.seed, r.key.checkpoint) for r in runs}),
             {c.key: Cell(v) if (v := get(key, runs)) else None for c, get in columns},
-            key,
+            {**_fields(key), **({"dataset": dataset} if dataset else {})},
         )
         for key, runs in rows.items()
     ]
@@ -151,9 +269,9 @@ def _objective_rows(
             cells = [c for r in members if (c := r.cells[column.key]) is not None]
             if column.best and cells:
                 # compare what is shown, so that values printed alike are marked alike
-                top = max(float(shown(c.mean, column.unit)) for c in cells)
+                top = max(float(column.shown(c.mean)) for c in cells)
                 for c in cells:
-                    c.best = float(shown(c.mean, column.unit)) == top
+                    c.best = float(column.shown(c.mean)) == top
             ref = base.cells[column.key] if base else None
             if not column.test or ref is None or ref.n < 2:
                 continue
@@ -164,8 +282,27 @@ def _objective_rows(
     return [r for r in out if any(c is not None for c in r.cells.values())]
 
 
-def shown(value: float, unit: str) -> str:
-    return f"{value * 100:.1f}" if unit == "%" else f"{value:.3f}"
+def _notes(config: ReportConfig, rows: list[Row], what: str, columns: list[Column]) -> list[str]:
+    """The caption's statistics: what ± is, n, which test against which row, what bold means."""
+    stats = "Mean ± sample standard deviation over the n seeds of each row"
+    if any(c is not None and c.n != r.n for r in rows for c in r.cells.values()):
+        stats += " ((n=…): a cell with fewer runs)"
+    stats += "; n = 1: the value alone, no test."
+    if config.baseline and any(r.label == config.baseline for r in rows):
+        tested = (
+            f"{DAGGER} p < {ALPHA:g}, two-sided Welch's t-test against {config.baseline} "
+            "(within a group; n ≥ 2 in both)."
+        )
+    else:
+        tested = f"No {config.baseline or 'baseline'} row, so no t-test."
+    out = [what, stats, tested]
+    if any(c.best for c in columns):
+        out.append("Bold: best in column (of its group).")
+    return out
+
+
+def _setups(runs: Iterable[RunData]) -> list[str]:
+    return sorted({r.key.row.setup for r in runs})
 
 
 def _datasets(runs: Iterable[RunData], what: str) -> list[str]:
@@ -195,13 +332,26 @@ def _average(what: str, runs: list[RunData]) -> Callable[[RunData], float | None
     return get
 
 
-def _notes(config: ReportConfig, rows: list[Row], what: str, best: bool = True) -> list[str]:
-    bold = " Bold: best in column." if best else ""
-    if any(r.label == config.baseline for r in rows):
-        tested = f"{DAGGER} p < {ALPHA:g}, Welch's t-test against {config.baseline}."
-    else:
-        tested = f"No {config.baseline} row, so no t-test."
-    return [f"{what} Mean ± sample std over n seeds (one seed: the value alone).", tested + bold]
+def _at_layer(found: Gathered, layer: str) -> list[CkaPair]:
+    """CKA pairs at `layer`."""
+    return [p for p in found.cka if p.layer == layer]
+
+
+def _cka_with(baseline: str, pairs: list[CkaPair]) -> RowValues:
+    """Pairs of one row's runs with the baseline's runs (other seeds, for the baseline row)."""
+
+    def values(row: RowKey, _runs: list[RunData]) -> list[float]:
+        return [
+            p.value
+            for p in pairs
+            if p.a.row.setup == p.b.row.setup == row.setup
+            and {p.a.row.label, p.b.row.label} == {row.label, baseline}
+        ]
+
+    return values
+
+
+# -- runs as points: the scatter plots and correlations ---------------------------------------
 
 
 @dataclass(frozen=True)
@@ -256,164 +406,3 @@ def describe_correlation(corr: dict[str, Any]) -> str:
         f"Pearson r = {fmt_stat(corr['pearson_r'])} (p = {fmt_p(corr['pearson_p'])}), "
         f"Spearman ρ = {fmt_stat(corr['spearman_rho'])} (p = {fmt_p(corr['spearman_p'])})"
     )
-
-
-def _cka_with(config: ReportConfig, cka: list[CkaPair]) -> RowValues:
-    """Pairs of one row's runs with the baseline's runs (other seeds, for the baseline row)."""
-
-    def values(row: RowKey, _runs: list[RunData]) -> list[float]:
-        return [
-            p.value
-            for p in cka
-            if p.layer == config.layer
-            and p.a.row.setup == p.b.row.setup == row.setup
-            and {p.a.row.label, p.b.row.label} == {row.label, config.baseline}
-        ]
-
-    return values
-
-
-@TABLES.register("summary")
-def _summary_table(runs: list[RunData], cka: list[CkaPair], config: ReportConfig) -> Table | None:
-    """The study's compact table: source accuracy, linear and kNN transfer averaged over the
-    transfer datasets, R² and CKA with the baseline at --layer, with the correlation of R² and
-    transfer over runs beneath."""
-    points = {p.run: p for p in run_points(runs)}
-
-    def column(key: str, title: str, unit: str) -> tuple[Column, RowValues]:
-        get = _per_run(lambda r: getattr(points[r.key], key))
-        return Column(key, title, unit, unit == "%", True), get
-
-    columns = [
-        column("source", "Source", "%"),
-        column("linear", "Linear transfer", "%"),
-        column("knn", "kNN transfer", "%"),
-        column("r2", "R²", ""),
-        (Column(f"cka:{config.baseline}", f"CKA vs {config.baseline}", ""), _cka_with(config, cka)),
-    ]
-    rows = _objective_rows(_rows_by_group(runs), columns, config.baseline)
-    if not rows:
-        return None
-    used = [c for c, _ in columns if any(r.cells[c.key] for r in rows)]
-    for row in rows:
-        row.cells = {c.key: row.cells[c.key] for c in used}
-    notes = _notes(config, rows, "Accuracy (%); transfer averaged over the transfer datasets.")
-    if any(c.key.startswith("cka:") for c in used):
-        notes.append(
-            f"CKA at layer {config.layer}: mean over pairs with {config.baseline} runs "
-            f"({config.baseline} row: pairs of its own seeds)."
-        )
-    correlations = []
-    setups = _setups(runs)
-    for setup in setups:
-        corr = correlation([p for p in points.values() if p.run.row.setup == setup], "r2", "linear")
-        if corr is not None:
-            correlations.append({"group": setup, **corr})
-            where = f" ({setup})" if len(setups) > 1 else ""
-            runs_n = corr["runs"]
-            notes.append(
-                f"R² vs linear transfer{where}, {runs_n} runs: {describe_correlation(corr)}."
-            )
-    title = f"Summary: source and transfer accuracy, class separation, CKA (layer {config.layer})"
-    return Table("summary", title, "Objective", used, rows, notes, {"correlations": correlations})
-
-
-@TABLES.register("transfer")
-def _transfer_table(runs: list[RunData], _cka: list[CkaPair], config: ReportConfig) -> Table | None:
-    """Source accuracy and probe accuracy per transfer dataset, and their average."""
-    columns: list[tuple[Column, RowValues]] = [
-        (Column("source", "Source", "%", True, True), _per_run(lambda r: r.source))
-    ]
-    for method, title in (("linear", "Linear"), ("knn", "kNN")):
-        datasets = _datasets(runs, method)
-        for ds in datasets:
-            column = Column(f"{method}:{ds}", f"{title} {ds}", "%", True, True)
-            columns.append((column, _at(method, ds)))
-        if len(datasets) > 1:
-            column = Column(f"{method}:mean", f"{title} avg", "%", True, True)
-            columns.append((column, _per_run(_average(method, runs))))
-    if len(columns) == 1 and all(r.source is None for r in runs):
-        return None
-    rows = _objective_rows(_rows_by_group(runs), columns, config.baseline)
-    what = "Top-1 accuracy (%) of probes on fixed features; avg: over the transfer datasets."
-    notes = _notes(config, rows, what)
-    title = f"Transfer: accuracy (%), features at layer {config.layer}"
-    return Table("transfer", title, "Objective", [c for c, _ in columns], rows, notes)
-
-
-def _setups(runs: Iterable[RunData]) -> list[str]:
-    return sorted({r.key.row.setup for r in runs})
-
-
-@TABLES.register("separation")
-def _separation_table(
-    runs: list[RunData], _cka: list[CkaPair], config: ReportConfig
-) -> Table | None:
-    """Class separation R² and the other representation statistics at --layer."""
-    datasets = _datasets(runs, "sep:r2")
-    if not datasets:
-        return None
-    names = {m.removeprefix("sep:") for r in runs for m in r.by_dataset if m.startswith("sep:")}
-    # The representation statistics; counts (rows, classes, dim, zero_rows) are bookkeeping.
-    order = [s for s in SEPARATION_FIRST if s in names]
-    cols = [Column(s, STAT_TITLES.get(s, s), "", False, True) for s in order]
-    rows: list[Row] = []
-    for ds in datasets:
-        have = [r for r in runs if r.get("sep:r2", ds) is not None]
-        columns = [(c, _at(f"sep:{c.key}", ds)) for c in cols]
-        suffix = f", on {ds}" if len(datasets) > 1 else ""
-        rows += _objective_rows(_rows_by_group(have), columns, config.baseline, suffix)
-    notes = _notes(config, rows, "Class separation of L2-normalised features.", best=False)
-    title = f"Class separation at layer {config.layer}"
-    return Table("separation", title, "Objective", cols, rows, notes)
-
-
-@TABLES.register("finetune")
-def _finetune_table(runs: list[RunData], _cka: list[CkaPair], config: ReportConfig) -> Table | None:
-    """Accuracy after fine-tuning the whole network, per dataset."""
-    datasets = _datasets(runs, "finetune")
-    if not datasets:
-        return None
-    columns: list[tuple[Column, RowValues]] = [
-        (Column(ds, ds, "%", True, True), _at("finetune", ds)) for ds in datasets
-    ]
-    if len(datasets) > 1:
-        average = _per_run(_average("finetune", runs))
-        columns.append((Column("mean", "avg", "%", True, True), average))
-    have = [r for r in runs if "finetune" in r.by_dataset]
-    rows = _objective_rows(_rows_by_group(have), columns, config.baseline)
-    notes = _notes(config, rows, "Top-1 accuracy (%) after fine-tuning the whole network.")
-    return Table(
-        "finetune", "Fine-tuning: accuracy (%)", "Objective", [c for c, _ in columns], rows, notes
-    )
-
-
-@TABLES.register("cka")
-def _cka_table(_runs: list[RunData], cka: list[CkaPair], config: ReportConfig) -> Table | None:
-    """Per layer, CKA between seeds of one objective and between different objectives."""
-    pairs = [p for p in cka if p.a.row.setup == p.b.row.setup]
-    if not pairs:
-        return None
-    layers = list(dict.fromkeys(p.layer for p in pairs))
-    columns = [
-        Column("same", "Same objective", ""),
-        Column("different", "Different objectives", ""),
-    ]
-    rows = []
-    for setup in sorted({p.a.row.setup for p in pairs}):
-        for layer in layers:
-            here = [p for p in pairs if p.layer == layer and p.a.row.setup == setup]
-            same = [p.value for p in here if p.a.row == p.b.row]
-            diff = [p.value for p in here if p.a.row != p.b.row]
-            if here:
-                cells = {
-                    "same": Cell(same) if same else None,
-                    "different": Cell(diff) if diff else None,
-                }
-                rows.append(Row(f"{setup}, {pairs[0].estimator} CKA", layer, None, cells))
-    notes = [
-        "Mean ± sample std over pairs of runs (n pairs): same objective = different seeds of one "
-        "objective with the same options; different = runs of different objectives or options.",
-        f"Estimator: {pairs[0].estimator}.",
-    ]
-    return Table("cka", "CKA between networks, layer by layer", "Layer", columns, rows, notes)
