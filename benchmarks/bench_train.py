@@ -19,10 +19,10 @@ import time
 import torch
 
 from lossxfer.data import load_data
+from lossxfer.loop import OptimConfig, RunOptions, _param_groups, fit
 from lossxfer.models import build_network
 from lossxfer.nets import Network
 from lossxfer.objectives import make_objective
-from lossxfer.train import OptimConfig, RunOptions, _param_groups, fit
 
 
 def fresh(data_input: object, seed: int = 0) -> Network:

@@ -10,8 +10,10 @@
 #
 # Usage: bash examples/mini-study.sh            (OUT=study SEEDS=1)
 #        OUT=/tmp/s SEEDS=3 OBJECTIVES="softmax cosine_softmax" EPOCHS=5 bash examples/mini-study.sh
-# Re-running skips every finished step (outputs are written atomically, so an output that exists
-# is complete): an interrupted study resumes where it stopped.
+# Interrupt it at any point (Ctrl-C, SIGTERM) and run the same command again: training is
+# `train --resume` (continues a run from its saved state, starts it, or does nothing when it is
+# complete: a model file means a finished run), and every other step is skipped when its output
+# exists (outputs are written atomically, so an output that exists is complete).
 set -euo pipefail
 
 OUT=${OUT:-study}
@@ -47,8 +49,9 @@ for seed in $(seq 0 $((SEEDS - 1))); do
     run=$OUT/runs/$loss-s$seed
     lr=()
     [[ -n ${LR[$loss]:-} ]] && lr=(--lr "${LR[$loss]}")
-    step "$run/model.safetensors" "${LOSSXFER[@]}" train "${SOURCE[@]}" --loss "$loss" --seed "$seed" \
-      "${epochs[@]}" "${lr[@]}" -o "$run" -q
+    echo "train $run" >&2
+    "${LOSSXFER[@]}" train "${SOURCE[@]}" --loss "$loss" --seed "$seed" "${epochs[@]}" "${lr[@]}" \
+      -o "$run" --resume -q
     step "$run/source.h5" "${LOSSXFER[@]}" extract "$run/model.safetensors" "${SOURCE[@]}" \
       --split test --layers all -o "$run/source.h5" -q
     step "$run/transfer.h5" "${LOSSXFER[@]}" extract "$run/model.safetensors" "${TRANSFER[@]}" \

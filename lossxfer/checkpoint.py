@@ -29,7 +29,16 @@ if TYPE_CHECKING:
     from lossxfer.nets import Network
 
 # Metadata values that are JSON documents (the rest are plain strings).
-_JSON_FIELDS = ("objective_opts", "classes", "input", "data", "config", "metrics", "extra")
+_JSON_FIELDS = (
+    "objective_opts",
+    "classes",
+    "input",
+    "data",
+    "training",
+    "config",
+    "metrics",
+    "extra",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +53,9 @@ class CheckpointMeta:
     input: InputSpec
     data: dict[str, Any]  # Data.describe() of the training data
     seed: int
+    # The resolved optimisation that makes runs comparable (lr actually used, epochs, global
+    # batch, weight decay, …; loop.FitResult.training); {} in checkpoints that predate it.
+    training: dict[str, Any] = dataclasses.field(default_factory=dict)
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # e.g. finetune's source
@@ -83,7 +95,13 @@ class CheckpointMeta:
             except (json.JSONDecodeError, ValueError, KeyError, TypeError):
                 raise InputError(f"{source}: checkpoint metadata {f.name!r} is malformed") from None
         meta = cls(**values)
-        expect = {"objective_opts": dict, "classes": list, "data": dict, "config": dict}
+        expect = {
+            "objective_opts": dict,
+            "classes": list,
+            "data": dict,
+            "training": dict,
+            "config": dict,
+        }
         for name, typ in expect.items():
             if not isinstance(getattr(meta, name), typ):
                 raise InputError(f"{source}: checkpoint metadata {name!r} must be a JSON {typ}")
@@ -99,6 +117,7 @@ class CheckpointMeta:
             "objective_opts": self.objective_opts,
             "seed": self.seed,
             "data": self.data,
+            "training": self.training,
             "checkpoint_sha256": sha,
         }
 

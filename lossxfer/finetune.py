@@ -5,9 +5,10 @@ in eval mode: the SGD linear probe) on the train split with `train.fit` — the 
 `train`, so resume, preemption and divergence behave the same — and is scored on validation.
 The best cell is retrained on train+val (`refit`) and evaluated on test.
 
-Run directory: model.safetensors, finetune.json, and cells/ with one state file per cell plus
-grid.state (JSON: the scores so far), so `--resume` skips finished cells and continues the
-current one. Not `.json`: it is resumable state, not a result record for `report` to find.
+Run directory (lossxfer/rundir.py): model.safetensors and finetune.json once the run has
+completed; until then cells/ with one state file per cell plus grid.state (JSON: the scores so
+far), so `--resume` skips finished cells and continues the current one. Not `.json`: it is
+resumable state, not a result record for `report` to find. cells/ is removed at completion.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import copy
 import dataclasses
 import json
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,12 +29,13 @@ from lossxfer.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from lossxfer.data import Data, Split, load_data
 from lossxfer.distributed import Dist
 from lossxfer.errors import DivergedError, InputError, UsageError
-from lossxfer.fsio import sha256, write_text_atomic
+from lossxfer.fsio import require_file, sha256, write_text_atomic
+from lossxfer.loop import FitResult, OptimConfig, RunOptions, evaluate, fit
 from lossxfer.nets import Network
 from lossxfer.objectives import Objective, make_objective
 from lossxfer.progress import ProgressFn
-from lossxfer.results import Result, input_record
-from lossxfer.train import FitResult, OptimConfig, RunOptions, evaluate, fit, guard_run_dir
+from lossxfer.results import Result, input_record, load_result
+from lossxfer.rundir import Start, check_same, finetune_dir
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,6 @@ class FinetuneConfig:
 
     checkpoint: str
     data: str
-    out: str
     classes: tuple[int, ...] | None = None
     label_map: str | None = None  # superclasses as the target task (lossxfer.labelmap)
     loss: str = "softmax"
@@ -64,8 +64,6 @@ class FinetuneConfig:
     refit: bool = True
     freeze_backbone: bool = False
     run: RunOptions = field(default_factory=RunOptions)
-    resume: bool = False
-    force: bool = False
 
     def optim(self, lr: float, weight_decay: float) -> OptimConfig:
         """One grid cell's optimisation: SGD with Nesterov momentum and cosine decay."""
@@ -80,12 +78,6 @@ class FinetuneConfig:
             warmup_epochs=self.warmup_epochs,
         )
 
-    def identity(self, source_sha256: str) -> dict[str, Any]:
-        """What determines the results: --resume requires it unchanged."""
-        keep = {k: v for k, v in asdict(self).items() if k not in ("out", "resume", "force")}
-        run = {"seed": self.run.seed}
-        return json.loads(json.dumps({**keep, "run": run, "source_sha256": source_sha256}))
-
     def check(self) -> None:
         if not self.lrs or not self.weight_decays:
             raise UsageError("--lr and --weight-decay need at least one value each")
@@ -96,48 +88,56 @@ class FinetuneConfig:
                 self.optim(lr, wd).check()
 
 
-def run_paths(out: str | Path) -> tuple[Path, Path, Path]:
-    """model.safetensors, finetune.json and the cells/ folder of a fine-tuning run."""
-    folder = Path(out)
-    return folder / "model.safetensors", folder / "finetune.json", folder / "cells"
-
-
-def check_run_dir(out: str | Path, resume: bool, force: bool) -> None:
-    """Before any work: refuse to clobber a finished or interrupted run unless told how."""
-    model, record, cells = run_paths(out)
-    guard_run_dir(out, (model, record), cells, resume, force)
+def identity(config: dict[str, Any], source_sha256: str) -> dict[str, Any]:
+    """What determines the results, from a config dict (`asdict(FinetuneConfig)` or a saved
+    record's) and the source checkpoint's checksum: --resume requires it unchanged."""
+    keep = {k: v for k, v in config.items() if k not in ("run", "resolved")}
+    flat = {**keep, "seed": config.get("run", {}).get("seed"), "source_sha256": source_sha256}
+    return dict(json.loads(json.dumps(flat)))
 
 
 def finetune(
-    config: FinetuneConfig, progress: ProgressFn | None = None, dist: Dist | None = None
+    config: FinetuneConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+    dist: Dist | None = None,
 ) -> Result:
     """Sweep the grid, pick the validation argmax, refit on train+val, evaluate on test.
 
-    Under torchrun (`dist`) every cell trains with DistributedDataParallel (`train.fit`:
-    per-process batch, learning rates × world size) and is scored on all ranks' shares of the
-    rows; rank 0 alone writes.
+    `resume` and `force` as for `train.train`. Under torchrun (`dist`) every cell trains with
+    DistributedDataParallel (`loop.fit`: per-process batch, learning rates × world size) and is
+    scored on all ranks' shares of the rows; rank 0 alone writes.
     """
     dist = dist or Dist()
     config.check()
-    check_run_dir(config.out, config.resume, config.force)
-    model_path, record_path, cells = run_paths(config.out)
+    paths = finetune_dir(out)
+    start = Start(dist.from_main(paths.begin(resume, force)))
+    model_path, record_path, cells = paths.model, paths.record, paths.state
+    source_sha = sha256(require_file(config.checkpoint))
+    run_identity = identity(asdict(config), source_sha)
+    if start is Start.DONE:
+        record = load_result(record_path)
+        check_same(record_path, identity(record.config, record_source(record)), run_identity)
+        paths.done()
+        return record
     source, meta = load_checkpoint(config.checkpoint)
-    source_sha = sha256(config.checkpoint)
     data = target_data(config, meta)
     objective = make_objective(config.loss, config.loss_opts)
     device = resolve_device(config.run.device)
     if dist.is_main:
-        if not config.resume and cells.exists():
-            shutil.rmtree(cells)  # --force: start over, never resume from stale state
+        if start is Start.FRESH:
+            paths.clear()  # --force, or stale files: never resume from another run's state
         cells.mkdir(parents=True, exist_ok=True)
     dist.barrier()
     started = time.perf_counter()
-    run_identity = config.identity(source_sha)
 
     def cell(name: str, lr: float, wd: float, split: Split) -> FitResult:
         """Train one cell from the checkpoint; resumes it when its state file exists."""
         state = cells / f"{name}.state.safetensors"
-        identity = {**run_identity, "cell": name, "split_rows": len(split), "lr": lr, "wd": wd}
+        cell_identity = {**run_identity, "cell": name, "rows": len(split), "lr": lr, "wd": wd}
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(config.run.seed)
             network = with_new_head(source, objective, data.num_classes)
@@ -148,7 +148,7 @@ def finetune(
                 config.optim(lr, wd),
                 config.run,
                 device=device,
-                identity=identity,
+                identity=cell_identity,
                 state_path=state,
                 resume=bool(dist.from_main(state.exists())),  # rank 0's files decide
                 freeze_backbone=config.freeze_backbone,
@@ -158,7 +158,8 @@ def finetune(
             )
 
     grid_path = cells / "grid.state"
-    grid = load_grid(grid_path, run_identity) if config.resume and grid_path.exists() else []
+    resuming = start is Start.CONTINUE and grid_path.exists()
+    grid = load_grid(grid_path, run_identity) if resuming else []
     train_split, val_split = data.split("train", augment=True), data.split("val")
     cells_todo = [(lr, wd) for lr in config.lrs for wd in config.weight_decays]
     for index, (lr, wd) in enumerate(cells_todo):
@@ -193,6 +194,13 @@ def finetune(
         "steps": final.steps,
         "loss_curve": final.loss_curve,
     }
+    training = {
+        **final.training,  # the refit's (or the chosen cell's) resolved optimisation
+        "refit": config.refit,
+        "lr_grid": list(config.lrs),
+        "weight_decay_grid": list(config.weight_decays),
+    }
+    saved_config = {**asdict(config), "resolved": {**training, **final.runtime}}
     out_meta = CheckpointMeta(
         arch=meta.arch,
         objective=config.loss,
@@ -202,7 +210,8 @@ def finetune(
         input=meta.input,
         data=data.describe(),
         seed=config.run.seed,
-        config=asdict(config),
+        training=training,
+        config=saved_config,
         metrics=metrics,
         extra={
             "source_checkpoint": str(config.checkpoint),
@@ -216,30 +225,34 @@ def finetune(
     result = Result(
         kind="finetune",
         metrics=metrics,
-        config=asdict(config),
+        config=saved_config,
         inputs=[input_record(config.checkpoint)],
         model=meta.provenance(source_sha),
         dataset=data.describe(),
         timing={"wall_s": time.perf_counter() - started},
     )
     if dist.is_main:
-        result.write(record_path, force=True)
+        result.write(record_path, force=True)  # last: the run is complete from here on
+        paths.clear_state()
     return result
 
 
-def load_grid(path: Path, identity: dict[str, Any]) -> list[dict[str, Any]]:
+def record_source(record: Result) -> str:
+    """The source checkpoint's checksum that a finetune record was made from."""
+    inputs = record.inputs or [{}]
+    return str(inputs[0].get("sha256", ""))
+
+
+def load_grid(path: Path, expected: dict[str, Any]) -> list[dict[str, Any]]:
     """The cells finished before an interruption, if they belong to this configuration."""
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
         saved, cells = document["identity"], list(document["cells"])
     except (OSError, ValueError, KeyError, TypeError):
         raise InputError(f"{path}: not a lossxfer fine-tuning grid") from None
-    if saved != identity:
-        key = next(k for k in sorted(set(saved) | set(identity)) if saved.get(k) != identity.get(k))
-        raise UsageError(
-            f"{path}: --resume with a different configuration ({key}: saved "
-            f"{saved.get(key)!r}, now {identity.get(key)!r})"
-        )
+    if not isinstance(saved, dict):
+        raise InputError(f"{path}: not a lossxfer fine-tuning grid")
+    check_same(path, saved, expected)
     return cells
 
 

@@ -130,10 +130,9 @@ def test_a_forwarded_copy_of_ctrl_c_still_saves_state_a_late_second_one_stops_at
     from lossxfer.errors import Interrupted
     from lossxfer.train import OptimConfig, RunOptions, TrainConfig, train
 
-    def config(out: Path) -> TrainConfig:
+    def config() -> TrainConfig:
         return TrainConfig(
             data="synthetic:classes=3,size=8,train=20,test=5",
-            out=str(out),
             optim=OptimConfig(epochs=2, batch_size=16),
             run=RunOptions(device="cpu"),
         )
@@ -148,10 +147,10 @@ def test_a_forwarded_copy_of_ctrl_c_still_saves_state_a_late_second_one_stops_at
         return progress
 
     with pytest.raises(Interrupted, match="--resume"):
-        train(config(tmp_path / "a"), progress=twice(0.0))
+        train(config(), tmp_path / "a", progress=twice(0.0))
     assert int(load_tensors(tmp_path / "a" / "state.safetensors")[0]["position/step"][0]) == 2
     with pytest.raises(KeyboardInterrupt):
-        train(config(tmp_path / "b"), progress=twice(1.05))
+        train(config(), tmp_path / "b", progress=twice(1.05))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,11 +279,7 @@ def test_two_processes_train_like_one(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr[-3000:]
     finetuned = json.loads(run.stdout)
     assert finetuned["kind"] == "finetune" and finetuned["metrics"]["test_top1"] > 0.5
-    assert sorted(p.name for p in ft.iterdir()) == ["cells", "finetune.json", "model.safetensors"]
-    assert sorted(p.name for p in (ft / "cells").iterdir()) == [
-        "cell0.state.safetensors",
-        "grid.state",
-    ]
+    assert sorted(p.name for p in ft.iterdir()) == ["finetune.json", "model.safetensors"]
 
 
 @pytest.mark.slow

@@ -202,33 +202,45 @@ def test_train_killed_anywhere_resumes_to_identical_weights(tmp_path: Path) -> N
     args = ["--data", DATA, "--epochs", 3, "--batch-size", 4, "--seed", 5, "-q", "--device", "cpu"]
     wall = timed(["train", *args, "-o", tmp_path / "base"])
     base = tmp_path / "base"
-    # Renames: state and model at each of 3 epoch ends, then the final model and train.json (8).
-    # Each run resumes where the last one died and three kills at renames 1-2 use at most 6 of
-    # them, so each lands; the write of train.json comes in every run that gets to the end.
-    kills = plan(rng, [("replace", 2)] * 3 + [("write_text", 1)], wall / 2, delays=2)
+    reference = tensors(base / "model.safetensors")
+    # Renames: the state at each of 3 epoch ends, then the model and train.json (5). Each run
+    # resumes where the last one died, so kills at renames 1-2 land until the last two; the
+    # write of train.json comes in every run that gets to the end. Kills after short delays
+    # land in start-up (imports, data, before the first state).
+    kills = plan(rng, [("replace", 2)] * 2 + [("write_text", 1)], wall / 2, delays=2)
+    kills += [Kill("replace", 1, after=True), Kill(delay=0.0), Kill(delay=0.05)]
     run = tmp_path / "run"
     injected = 0
     for kill in [*kills, None]:
-        resume = ["--resume"] if (run / "state.safetensors").exists() else []
-        code = forked(["train", *args, "-o", run, *resume], kill)
+        # The same command line every time: --resume starts, continues or finds it done.
+        code = forked(["train", *args, "-o", run, "--resume"], kill)
         if kill is None:
             assert code == 0
         elif code == KILLED:
             injected += 1
         else:
             assert kill.what == "delay", f"{kill} did not land (exit {code})"
-        # whatever exists under a final name is complete
+        # A model file means a finished run: whatever exists under it is the final model.
         if (run / "model.safetensors").exists():
             load_checkpoint(run / "model.safetensors")
+            assert same_arrays(tensors(run / "model.safetensors"), reference), kill
         if (run / "state.safetensors").exists():
             assert "position/step" in tensors(run / "state.safetensors")
         if (run / "train.json").exists():
-            load_result(run / "train.json")
+            assert (run / "model.safetensors").exists()  # the record comes last
+            assert (
+                load_result(run / "train.json").metrics == load_result(base / "train.json").metrics
+            )
         assert visible(run) <= {"model.safetensors", "state.safetensors", "train.json"}
-    assert injected >= 4, f"only {injected} of {len(kills)} kills landed"  # the 4 hooks
-    assert same_arrays(tensors(run / "model.safetensors"), tensors(base / "model.safetensors"))
+    assert injected >= 5, f"only {injected} of {len(kills)} kills landed"  # the hooks
+    assert visible(run) == {"model.safetensors", "train.json"}  # finished: no state left
+    assert same_arrays(tensors(run / "model.safetensors"), reference)
     done, ref = load_result(run / "train.json"), load_result(base / "train.json")
     assert done.metrics == ref.metrics
+    # Complete: the same command line again is a no-op that succeeds.
+    mtime = (run / "model.safetensors").stat().st_mtime_ns
+    assert forked(["train", *args, "-o", run, "--resume"]) == 0
+    assert (run / "model.safetensors").stat().st_mtime_ns == mtime
 
 
 @pytest.mark.slow
@@ -335,8 +347,7 @@ def test_train_subprocess_kill9_then_resume(tmp_path: Path) -> None:
     proc.kill()
     proc.wait()
     assert (run / "state.safetensors").exists()
-    load_checkpoint(run / "model.safetensors")
-    assert not (run / "train.json").exists() or load_result(run / "train.json")
+    assert not (run / "model.safetensors").exists() and not (run / "train.json").exists()
     resumed = subprocess.run(
         [sys.executable, "-m", "lossxfer", *map(str, args), "-o", str(run), "--resume", "-q"],
         capture_output=True,

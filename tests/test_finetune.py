@@ -29,21 +29,19 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("source")
     cfg = TrainConfig(
         DATA,
-        str(out),
         loss="cosine_softmax",
         classes=(0, 1, 2),
         optim=OptimConfig(epochs=1, batch_size=16),
         run=CPU,
     )
-    train(cfg)
+    train(cfg, out)
     return out / "model.safetensors"
 
 
-def config(source: Path, out: Path, **changes: Any) -> ft.FinetuneConfig:
+def config(source: Path, **changes: Any) -> ft.FinetuneConfig:
     base = ft.FinetuneConfig(
         checkpoint=str(source),
         data=DATA,
-        out=str(out),
         classes=(3, 4, 5, 1),
         lrs=(0.1, 0.01),
         weight_decays=(0.0,),
@@ -67,7 +65,7 @@ def test_backbone_is_the_checkpoints_and_head_is_new(source: Path) -> None:
 
 @pytest.mark.slow
 def test_record_checkpoint_and_frozen_backbone(source: Path, tmp_path: Path) -> None:
-    result = ft.finetune(config(source, tmp_path, freeze_backbone=True))
+    result = ft.finetune(config(source, freeze_backbone=True), tmp_path)
     metrics = result.metrics
     assert [c["lr"] for c in metrics["val_grid"]] == [0.1, 0.01]
     assert metrics["chosen"]["lr"] == metrics["val_grid"][ft.choose(metrics["val_grid"])]["lr"]
@@ -118,7 +116,7 @@ def test_diverged_cell_is_recorded_and_refit_never_sees_test(
         return real_fit(network, objective, split, optim, run, **kw)
 
     monkeypatch.setattr(ft, "fit", fit)
-    result = ft.finetune(config(source, tmp_path))
+    result = ft.finetune(config(source), tmp_path)
     cell0, cell1 = result.metrics["val_grid"]
     assert cell0["diverged"] and cell0["val_top1"] is None
     assert not cell1["diverged"] and cell1["val_top1"] is not None
@@ -152,7 +150,7 @@ def test_refit_with_an_official_val_split_joins_train_and_val() -> None:
 
 @pytest.mark.slow
 def test_resume_after_preemption_equals_uninterrupted(source: Path, tmp_path: Path) -> None:
-    whole = ft.finetune(config(source, tmp_path / "whole"))
+    whole = ft.finetune(config(source), tmp_path / "whole")
     calls: list[int] = []
 
     def preempt_in_cell1(description: str, done: int, total: int | None) -> None:
@@ -161,15 +159,22 @@ def test_resume_after_preemption_equals_uninterrupted(source: Path, tmp_path: Pa
             signal.raise_signal(signal.SIGTERM)
 
     with pytest.raises(Preempted, match=r"cell1\.state\.safetensors"):
-        ft.finetune(config(source, tmp_path / "cut"), progress=preempt_in_cell1)
+        ft.finetune(config(source), tmp_path / "cut", progress=preempt_in_cell1)
     assert len(json.loads((tmp_path / "cut/cells/grid.state").read_text())["cells"]) == 1
-    with pytest.raises(UsageError, match="lrs"):
-        ft.finetune(config(source, tmp_path / "cut", resume=True, lrs=(0.1, 0.02)))
-    resumed = ft.finetune(config(source, tmp_path / "cut", resume=True))
+    assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == ["cells"]  # no result yet
+    with pytest.raises(UsageError, match=r"\(lrs: saved \[0.1, 0.01\], now \[0.1, 0.02\]\)"):
+        ft.finetune(config(source, lrs=(0.1, 0.02)), tmp_path / "cut", resume=True)
+    resumed = ft.finetune(config(source), tmp_path / "cut", resume=True)
     assert resumed.metrics["val_grid"] == whole.metrics["val_grid"]
     a = load_tensors(tmp_path / "whole/model.safetensors")[0]
     b = load_tensors(tmp_path / "cut/model.safetensors")[0]
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == [
+        "finetune.json",
+        "model.safetensors",
+    ]
+    again = ft.finetune(config(source), tmp_path / "cut", resume=True)  # complete: a no-op
+    assert again.metrics == resumed.metrics
 
 
 def test_cli_finetune_json(cli, source: Path, tmp_path: Path) -> None:

@@ -73,7 +73,8 @@ def test_mini_study_end_to_end(tmp_path: Path) -> None:
     assert "softmax" in proc.stdout and "cosine_softmax" in proc.stdout
     plots = list((tmp_path / "study" / "plots").glob("*.png"))
     assert plots and all(p.stat().st_size > 1000 for p in plots)
-    # A second run skips every finished step and prints the same table.
+    # A second run trains nothing (`train --resume` of complete runs), skips every finished
+    # step and prints the same table.
     again = _bash(REPO / "examples" / "mini-study.sh", env, tmp_path)
     assert again.returncode == 0
     assert "skip" in again.stderr and "run   " not in again.stderr

@@ -16,22 +16,23 @@ import pytest
 import torch
 from conftest import REPO
 
+from lossxfer import loop
 from lossxfer import train as train_mod
 from lossxfer.checkpoint import load_checkpoint, load_tensors
 from lossxfer.errors import Interrupted, Preempted, UsageError
 from lossxfer.fsio import sha256
 from lossxfer.objectives.softmax import Softmax
+from lossxfer.results import load_result
 from lossxfer.train import OptimConfig, RunOptions, TrainConfig, train
 
 DATA = "synthetic:classes=3,size=8,train=20,test=10"  # 54 train rows → 3 steps of 16 per epoch
 PER_EPOCH = 3
 
 
-def config(out: Path, **changes: object) -> TrainConfig:
+def config(**changes: object) -> TrainConfig:
     """Two epochs with dropout (exercises the global RNG) and EMA (exercises its state)."""
     base = TrainConfig(
         data=DATA,
-        out=str(out),
         loss="dropout",
         optim=OptimConfig(epochs=2, batch_size=16, lr=0.05, ema=0.9),
         run=RunOptions(device="cpu", seed=3, deterministic=True),
@@ -53,7 +54,7 @@ def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One uninterrupted run that the other tests compare against."""
     out = tmp_path_factory.mktemp("reference")
-    train(config(out))
+    train(config(), out)
     return out
 
 
@@ -81,17 +82,18 @@ def test_resume_equals_uninterrupted(
 ) -> None:
     previous = signal.getsignal(signum)
     with pytest.raises(error) as caught:
-        train(config(tmp_path), progress=signal_at(step, signum))
+        train(config(), tmp_path, progress=signal_at(step, signum))
     assert caught.value.exit_code == (143 if signum == signal.SIGTERM else 130)
     assert "--resume" in str(caught.value)
     assert signal.getsignal(signum) is previous  # handlers restored after training
     saved = tensors(tmp_path / "state.safetensors")
     assert int(saved["position/step"][0]) == step
     assert not (tmp_path / "train.json").exists()
+    assert not (tmp_path / "model.safetensors").exists()  # a model file means a finished run
 
-    train(config(tmp_path, resume=True))
+    train(config(), tmp_path, resume=True)
     assert_same(tensors(tmp_path / "model.safetensors"), tensors(reference / "model.safetensors"))
-    assert_same(tensors(tmp_path / "state.safetensors"), tensors(reference / "state.safetensors"))
+    assert not (tmp_path / "state.safetensors").exists()  # finished: the state is gone
     resumed = json.loads((tmp_path / "train.json").read_text())["metrics"]
     uninterrupted = json.loads((reference / "train.json").read_text())["metrics"]
     assert resumed["loss_curve"] == uninterrupted["loss_curve"]
@@ -100,20 +102,45 @@ def test_resume_equals_uninterrupted(
 
 @pytest.mark.slow
 def test_same_seed_same_weights_other_seed_differs(tmp_path: Path, reference: Path) -> None:
-    train(config(tmp_path / "again"))
+    train(config(), tmp_path / "again")
     assert_same(
         tensors(tmp_path / "again/model.safetensors"), tensors(reference / "model.safetensors")
     )
-    other = config(tmp_path / "other", run=RunOptions(device="cpu", seed=4, deterministic=True))
-    train(other)
+    other = config(run=RunOptions(device="cpu", seed=4, deterministic=True))
+    train(other, tmp_path / "other")
     a, b = tensors(tmp_path / "other/model.safetensors"), tensors(reference / "model.safetensors")
     assert not torch.equal(a["head.weight"], b["head.weight"])
 
 
-def test_resume_refuses_another_configuration(tmp_path: Path, reference: Path) -> None:
-    changed = config(reference, resume=True, optim=OptimConfig(epochs=2, batch_size=16, lr=0.1))
-    with pytest.raises(UsageError, match="optim"):
-        train(changed)
+def test_resume_of_a_complete_run_does_nothing_unless_the_configuration_differs(
+    reference: Path,
+) -> None:
+    before = (reference / "model.safetensors").stat().st_mtime_ns
+    again = train(config(), reference, resume=True)
+    assert again.metrics == load_result(reference / "train.json").metrics
+    assert (reference / "model.safetensors").stat().st_mtime_ns == before
+    changed = config(optim=OptimConfig(epochs=3, batch_size=16, lr=0.1, ema=0.9))
+    with pytest.raises(UsageError) as caught:
+        train(changed, reference, resume=True)
+    # only the differing keys, not whole configurations
+    assert "(epochs: saved 2, now 3; lr: saved 0.05, now 0.1)" in str(caught.value)
+
+
+def test_resume_without_state_starts_fresh_and_equals_uninterrupted(
+    tmp_path: Path, reference: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("INFO", logger="lossxfer"):
+        train(config(), tmp_path, resume=True)
+    assert "no saved state to resume from; starting from scratch" in caplog.text
+    assert_same(tensors(tmp_path / "model.safetensors"), tensors(reference / "model.safetensors"))
+
+
+def test_resume_refuses_a_state_of_another_configuration(tmp_path: Path) -> None:
+    with pytest.raises(Preempted):
+        train(config(), tmp_path, progress=signal_at(2, signal.SIGTERM))
+    with pytest.raises(UsageError, match=r"\(batch_size: saved 16, now 8\)"):
+        train(config(optim=OptimConfig(epochs=2, batch_size=8, lr=0.05, ema=0.9)), tmp_path,
+              resume=True)  # fmt: skip
 
 
 def test_record_and_checkpoint(reference: Path) -> None:
@@ -127,13 +154,26 @@ def test_record_and_checkpoint(reference: Path) -> None:
     assert record["model"]["checkpoint_sha256"] == sha256(reference / "model.safetensors")
     assert record["dataset"]["spec"] == DATA
     assert record["timing"]["images_per_s"] > 0
-    network, meta = load_checkpoint(reference / "model.safetensors")
+    _, meta = load_checkpoint(reference / "model.safetensors")
     assert meta.objective == "dropout" and meta.num_classes == 3
     assert meta.metrics["test_top1"] == metrics["test_top1"]
-    # With --ema the checkpoint holds the EMA weights that were evaluated, not the raw ones.
-    state = tensors(reference / "state.safetensors")
-    assert torch.equal(network.state_dict()["head.weight"], state["ema/head.weight"])
-    assert not torch.equal(state["ema/head.weight"], state["model/head.weight"])
+    # What was used, next to what was asked: lr None resolved by the scaling rule.
+    training = record["model"]["training"]
+    assert training == meta.training
+    assert (training["lr"], training["epochs"], training["batch_size"]) == (0.05, 2, 16)
+    assert training["ema"] == 0.9 and training["weight_decay"] == 8e-5
+    resolved = record["config"]["resolved"]
+    assert resolved["threads"] >= 1 and resolved["device"] == "cpu"
+    assert resolved["torch_version"] == torch.__version__ and resolved["world_size"] == 1
+    assert {"out", "resume", "force"}.isdisjoint(record["config"])  # invocation, not config
+    assert {"out", "resume", "force"}.isdisjoint(meta.config)
+
+
+def test_resolved_lr_is_recorded_when_not_given(tmp_path: Path) -> None:
+    optim = OptimConfig(epochs=1, batch_size=8, lr=None)
+    record = train(config(optim=optim, loss="softmax"), tmp_path)
+    assert record.config["optim"]["lr"] is None  # asked: the default
+    assert record.model["training"]["lr"] == pytest.approx(optim.base_lr)  # used
 
 
 class NanFromStep(Softmax):
@@ -156,8 +196,8 @@ def test_divergence_exits_5_and_keeps_last_good_checkpoint(
     run = cli(*args, "-o", tmp_path)
     assert run.code == 5
     assert "epoch 2 step 2/3" in run.stderr
-    assert "epoch 1 are kept" in run.stderr
-    assert load_checkpoint(tmp_path / "model.safetensors")[1].metrics["epochs"] == 1
+    assert "the state of epoch 1 is kept" in run.stderr
+    assert not (tmp_path / "model.safetensors").exists()  # no model of an unfinished run
     assert int(tensors(tmp_path / "state.safetensors")["position/step"][0]) == PER_EPOCH
     assert not (tmp_path / "train.json").exists()
 
@@ -177,7 +217,7 @@ def test_weight_decay_skips_batchnorm_and_biases() -> None:
 
     data = load_data(DATA)
     network = build_network("smallcnn", data.input, Softmax(), 3)
-    decay, no_decay = train_mod._param_groups(network, 1e-4)
+    decay, no_decay = loop._param_groups(network, 1e-4)
     assert decay["weight_decay"] == 1e-4 and no_decay["weight_decay"] == 0.0
     names = {id(p): n for n, p in network.named_parameters()}
     decayed = {names[id(p)] for p in decay["params"]}
@@ -187,7 +227,7 @@ def test_weight_decay_skips_batchnorm_and_biases() -> None:
 
 
 def test_learning_rate_warmup_then_cosine() -> None:
-    lrs = [train_mod._lr_at(s, total=10, warmup=2, base=0.4) for s in range(10)]
+    lrs = [loop._lr_at(s, total=10, warmup=2, base=0.4) for s in range(10)]
     assert lrs[:3] == pytest.approx([0.2, 0.4, 0.4])
     assert all(a >= b for a, b in itertools.pairwise(lrs[1:]))
     assert lrs[6] == pytest.approx(0.2 * (1 + math.cos(math.pi * 4 / 8)))

@@ -117,17 +117,17 @@ def finetune(
     by the world size; rank 0 writes and prints.
     """
     from lossxfer.classes import parse_classes
-    from lossxfer.finetune import FinetuneConfig, check_run_dir
+    from lossxfer.finetune import FinetuneConfig
     from lossxfer.finetune import finetune as run_finetune
     from lossxfer.labelmap import canonical
+    from lossxfer.loop import RunOptions
     from lossxfer.objectives import parse_loss_opts
-    from lossxfer.train import RunOptions
+    from lossxfer.rundir import finetune_dir
 
     ids = parse_classes(classes)
     config = FinetuneConfig(
         checkpoint=str(checkpoint),
         data=str(data_spec(data)),
-        out=str(out),
         classes=tuple(ids) if ids is not None else None,
         label_map=canonical(label_map),
         loss=loss,
@@ -144,15 +144,15 @@ def finetune(
         refit=refit,
         freeze_backbone=freeze_backbone,
         run=RunOptions(device, seed, deterministic, False, workers, cpu_threads_option(threads)),
-        resume=resume,
-        force=force,
     )
     config.check()
-    check_run_dir(out, resume, force)
+    finetune_dir(out).start(resume, force)  # refuse a clobber before any import of torch
     run_on_ranks(
         device,
         (json_, quiet, debug),
-        lambda progress, dist: run_finetune(config, progress=progress, dist=dist),
+        lambda progress, dist: run_finetune(
+            config, out, resume=resume, force=force, progress=progress, dist=dist
+        ),
         render_grid,
     )
 

@@ -82,7 +82,12 @@ DeterministicOpt = Annotated[
     bool, typer.Option("--deterministic", help="Deterministic kernels: same seed, same weights.")
 ]
 ResumeOpt = Annotated[
-    bool, typer.Option("--resume", help="Continue from OUT/state.safetensors (same options).")
+    bool,
+    typer.Option(
+        "--resume",
+        help="Finish the run in OUT: continue from its saved state, start when there is none, "
+        "do nothing when it is complete (same options). Rerun until done.",
+    ),
 ]
 
 
@@ -146,13 +151,13 @@ def train(
     from lossxfer.classes import parse_classes
     from lossxfer.labelmap import canonical
     from lossxfer.objectives import parse_loss_opts
-    from lossxfer.train import OptimConfig, RunOptions, TrainConfig, check_run_dir
+    from lossxfer.rundir import train_dir
+    from lossxfer.train import OptimConfig, RunOptions, TrainConfig
     from lossxfer.train import train as run_train
 
     ids = parse_classes(classes)
     config = TrainConfig(
         data=str(data_spec(data)),
-        out=str(out),
         arch=arch,
         loss=loss,
         loss_opts=parse_loss_opts(loss_opt),
@@ -171,15 +176,15 @@ def train(
             ema=ema,
         ),
         run=RunOptions(device, seed, deterministic, compile_, workers, cpu_threads_option(threads)),
-        resume=resume,
-        force=force,
     )
     config.optim.check()
-    check_run_dir(out, resume, force)
+    train_dir(out).start(resume, force)  # refuse a clobber before any import of torch
     run_on_ranks(
         device,
         (json_, quiet, debug),
-        lambda progress, dist: run_train(config, progress=progress, dist=dist),
+        lambda progress, dist: run_train(
+            config, out, resume=resume, force=force, progress=progress, dist=dist
+        ),
         render_accuracy,
     )
 
