@@ -9,9 +9,17 @@ from lossxfer.errors import UsageError
 
 
 def parse_classes(text: str | None) -> list[int] | None:
-    """'0-4,7' → [0, 1, 2, 3, 4, 7]; None or '' → None (all classes)."""
-    if text is None or not text.strip():
+    """'0-4,7' → [0, 1, 2, 3, 4, 7]; None → None (all classes).
+
+    An empty text is an error, not "all classes": `--classes "$SUBSET"` with an unset variable
+    must not quietly train on every class."""
+    if text is None:
         return None
+    if not text.strip():
+        raise UsageError(
+            f"--classes {text!r}: no class given (an unset shell variable?); omit --classes "
+            "for all classes"
+        )
     ids: list[int] = []
     for part in text.split(","):
         part = part.strip()

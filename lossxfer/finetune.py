@@ -123,9 +123,9 @@ def finetune(
         check_same(record_path, identity(record.config, record_source(record)), run_identity)
         paths.done()
         return record
+    objective = make_objective(config.loss, config.loss_opts)  # a typo fails before any work
     source, meta = load_checkpoint(config.checkpoint)
     data = target_data(config, meta)
-    objective = make_objective(config.loss, config.loss_opts)
     device = resolve_device(config.run.device)
     if dist.is_main:
         if start is Start.FRESH:

@@ -24,6 +24,7 @@ from lossxfer import __version__
 from lossxfer.errors import InputError, LossxferError, UsageError
 from lossxfer.formats import ACTIVATIONS, check_format
 from lossxfer.fsio import atomic_path, require_file
+from lossxfer.registry import check_choice
 
 if TYPE_CHECKING:
     import h5py
@@ -419,10 +420,12 @@ class Store:
     def _dataset(self, split: str, layer: str) -> h5py.Dataset:
         group = self._group(split)
         if layer in _META or layer not in group:
-            raise InputError(
-                f"{self.path}: split {split!r} has no layer {layer!r}; it has "
-                f"{', '.join(self.layers(split))}"
-            )
+            # A layer name is an option value: a typo is a usage error (exit 2) with a
+            # did-you-mean, as in `extract --layers`, in every verb that reads stores.
+            try:
+                check_choice("layer", layer, self.layers(split))
+            except UsageError as exc:
+                raise UsageError(f"{self.path}: split {split!r}: {exc}") from None
         return group[layer]
 
     def close(self) -> None:

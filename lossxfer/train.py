@@ -88,6 +88,7 @@ def train(
     start = Start(dist.from_main(paths.begin(resume, force)))
     if start is Start.DONE:
         return finished(paths, config)
+    objective = make_objective(config.loss, config.loss_opts)  # a typo fails before any work
     classes = list(config.classes) if config.classes is not None else None
     if config.run.workers < 0:
         raise UsageError(f"--workers {config.run.workers}: must be 0 or more")
@@ -107,7 +108,6 @@ def train(
     for name, split in evaluation.items():
         if len(split) == 0:
             raise UsageError(f"--data {config.data}: the {name} split is empty")
-    objective = make_objective(config.loss, config.loss_opts)
     device = resolve_device(config.run.device)
     if dist.is_main and start is Start.FRESH:
         paths.clear()  # --force, or stale files: never finish on top of another run

@@ -179,7 +179,7 @@ def test_layer_selection(pair) -> None:  # type: ignore[no-untyped-def]
     result = run_cka(config)
     expected = brute([a["logits"], a["block1"]], [b["penultimate"]], "linear")
     np.testing.assert_allclose(matrix(result), expected, rtol=1e-9)
-    with pytest.raises(InputError, match="no layer 'nope'"):
+    with pytest.raises(UsageError, match="unknown layer 'nope'"):
         run_cka(CkaConfig(str(path_a), layers_a=("nope",)))
     # one store: rows and columns are both A's layers, and may differ
     for estimator in ("debiased", "rbf"):
@@ -439,4 +439,4 @@ def test_cli_errors(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def
         run = cli("cka", bad, "--estimator", estimator, "--batch-size", "4")
         assert run.code == 3 and "non-finite" in run.stderr and "row 13" in run.stderr
     run = cli("cka", a, "--layers-b", "block9")
-    assert run.code == 3 and "block9" in run.stderr
+    assert run.code == 2 and "unknown layer 'block9'" in run.stderr

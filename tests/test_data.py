@@ -38,7 +38,10 @@ def test_format_then_parse_classes_round_trips(ids: set[int]) -> None:
 def test_parse_classes() -> None:
     assert parse_classes("0-4,7") == [0, 1, 2, 3, 4, 7]
     assert format_classes([7, 0, 1, 2]) == "0-2,7"
-    assert parse_classes(None) is None and parse_classes(" ") is None
+    assert parse_classes(None) is None
+    for empty in ("", " "):  # an unset shell variable is not "all classes"
+        with pytest.raises(UsageError, match="no class given"):
+            parse_classes(empty)
     for bad in ("9-3", "a", "1,1", "2-"):
         with pytest.raises(UsageError) as err:
             parse_classes(bad)

@@ -247,9 +247,8 @@ def test_two_processes_train_like_one(tmp_path: Path) -> None:
     record = json.loads(run.stdout)  # exactly one JSON document: only rank 0 prints
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [
         "model.safetensors",
-        "state.safetensors",
         "train.json",
-    ]
+    ]  # finished: the state is gone
     assert json.loads((tmp_path / "two" / "train.json").read_text()) == record
     reference = json.loads((tmp_path / "one" / "train.json").read_text())
     assert record["timing"]["world_size"] == 2 and reference["timing"]["world_size"] == 1
@@ -300,7 +299,7 @@ def test_sigterm_to_the_launcher_then_resume_on_one_process(tmp_path: Path) -> N
     stops = re.findall(r"SIGTERM at epoch \d+ step \d+/\d+", rest)
     assert len(stops) == 2 and len(set(stops)) == 1, rest[-3000:]  # both ranks, same step
     assert "--resume" in rest
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors", "state.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.safetensors"]  # no model yet
     state = load_tensors(tmp_path / "state.safetensors")[0]
     step = int(state["position/step"][0])
     assert per_epoch < step < epochs * per_epoch

@@ -227,7 +227,7 @@ def test_cli_json_table_and_result_file(tmp_path: Path, cli: Callable[..., CliRu
     table = cli("separation", store, "-o", out, "--force")
     assert table.code == 0 and "penultimate" in table.stdout and "R²" in table.stdout
     missing = cli("separation", store, "--layer", "nope")
-    assert missing.code == 3 and "nope" in missing.stderr
+    assert missing.code == 2 and "unknown layer 'nope'" in missing.stderr
 
 
 def test_one_shared_direction_leaves_r2_undefined_with_a_warning(tmp_path: Path) -> None:

@@ -136,7 +136,7 @@ def test_missing_split_or_layer_is_exit_3(tmp_path: Path) -> None:
     with open_store(write_store(tmp_path / "s.h5")) as store:
         with pytest.raises(InputError, match="no split 'test'; the store has train"):
             store.read("test", "a")
-        with pytest.raises(InputError, match="no layer 'c'; it has a, b"):
+        with pytest.raises(UsageError, match="unknown layer 'c'; choose from: a, b"):
             next(store.blocks("train", ["a", "c"]))
-        with pytest.raises(InputError, match="no layer 'labels'"):
+        with pytest.raises(UsageError, match="unknown layer 'labels'"):
             store.read("train", "labels")

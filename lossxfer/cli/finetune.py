@@ -121,7 +121,7 @@ def finetune(
     from lossxfer.finetune import finetune as run_finetune
     from lossxfer.labelmap import canonical
     from lossxfer.loop import RunOptions
-    from lossxfer.objectives import parse_loss_opts
+    from lossxfer.objectives import make_objective, parse_loss_opts
     from lossxfer.rundir import finetune_dir
 
     ids = parse_classes(classes)
@@ -146,6 +146,7 @@ def finetune(
         run=RunOptions(device, seed, deterministic, False, workers, cpu_threads_option(threads)),
     )
     config.check()
+    make_objective(loss, config.loss_opts)  # option typos: exit 2 before any data is loaded
     finetune_dir(out).start(resume, force)  # refuse a clobber before any import of torch
     run_on_ranks(
         device,

@@ -150,7 +150,7 @@ def train(
     """
     from lossxfer.classes import parse_classes
     from lossxfer.labelmap import canonical
-    from lossxfer.objectives import parse_loss_opts
+    from lossxfer.objectives import make_objective, parse_loss_opts
     from lossxfer.rundir import train_dir
     from lossxfer.train import OptimConfig, RunOptions, TrainConfig
     from lossxfer.train import train as run_train
@@ -178,6 +178,7 @@ def train(
         run=RunOptions(device, seed, deterministic, compile_, workers, cpu_threads_option(threads)),
     )
     config.optim.check()
+    make_objective(loss, config.loss_opts)  # option typos: exit 2 before any data is loaded
     train_dir(out).start(resume, force)  # refuse a clobber before any import of torch
     run_on_ranks(
         device,

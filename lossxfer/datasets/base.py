@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from lossxfer.errors import InputError, UsageError
 from lossxfer.inputs import NATURAL_INPUT, InputSpec
-from lossxfer.registry import Registry
+from lossxfer.registry import Registry, check_choice
 
 if TYPE_CHECKING:
     import numpy as np
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from PIL import Image
 
 IN_MEMORY = frozenset({"digits", "synthetic"})  # sources that need no data folder
+# The `name:k=v,…` parameters each parameterised dataset declares (DataSpec.parse checks keys).
+PARAMETERS = {"synthetic": ("classes", "size", "channels", "train", "test", "seed")}
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,8 @@ class DataSpec:
         if not name:
             raise UsageError(f"--data {text!r}: empty dataset name")
         DATASETS.get(name)  # unknown name → exit 2 with "did you mean"
-        if name == "synthetic":
-            options = tuple(_parse_options(rest, text))
+        if name in PARAMETERS:
+            options = tuple(_parse_options(rest, text, PARAMETERS[name]))
             return cls(name, None, options)
         if name in IN_MEMORY:
             if rest:
@@ -71,13 +73,21 @@ class DataSpec:
         return default
 
 
-def _parse_options(text: str, spec: str) -> list[tuple[str, str]]:
-    out = []
+def _parse_options(text: str, spec: str, names: Sequence[str]) -> list[tuple[str, str]]:
+    """`k=v,…` of a dataset that declares parameters `names`: a typo is an error, never a
+    silently ignored key (`synthetic:clases=3` would train on the default 10 classes)."""
+    out: list[tuple[str, str]] = []
     for part in filter(None, text.split(",")):
-        key, eq, value = part.partition("=")
-        if not eq or not re.fullmatch(r"-?\d+", value.strip()):
+        key, eq, value = (p.strip() for p in part.partition("="))
+        if not eq or not re.fullmatch(r"-?\d+", value):
             raise UsageError(f"--data {spec!r}: expected key=integer options, got {part!r}")
-        out.append((key.strip(), value.strip()))
+        try:
+            check_choice(f"{spec.partition(':')[0]} parameter", key, names)
+        except UsageError as exc:
+            raise UsageError(f"--data {spec!r}: {exc}") from None
+        if any(k == key for k, _ in out):
+            raise UsageError(f"--data {spec!r}: {key} is given twice")
+        out.append((key, value))
     return out
 
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, get_type_hints
 
 from lossxfer.errors import UsageError
-from lossxfer.registry import Registry
+from lossxfer.registry import Registry, check_choice
 
 if TYPE_CHECKING:
     import torch
@@ -104,9 +104,12 @@ def make_objective(name: str, opts: Mapping[str, Any] | None = None) -> Objectiv
     hints = get_type_hints(cls)
     values: dict[str, Any] = {}
     for key, raw in (opts or {}).items():
-        if key not in fields:
-            valid = ", ".join(fields) or "none"
-            raise UsageError(f"--loss-opt {key}: {name} has no option {key!r} (valid: {valid})")
+        if not fields:
+            raise UsageError(f"--loss-opt {key}: {name} has no options")
+        try:
+            check_choice(f"{name} option", key, fields)
+        except UsageError as exc:
+            raise UsageError(f"--loss-opt {key}: {exc}") from None
         values[key] = _coerce(name, key, raw, hints[key])
     try:
         return cls(**values)
@@ -121,6 +124,8 @@ def parse_loss_opts(items: list[str] | None) -> dict[str, str]:
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
             raise UsageError(f"--loss-opt {item!r}: expected key=value")
+        if key.strip() in out:
+            raise UsageError(f"--loss-opt {key.strip()}: given twice")
         out[key.strip()] = value.strip()
     return out
 
@@ -129,10 +134,10 @@ def _coerce(loss: str, key: str, raw: Any, hint: Any) -> Any:
     """Convert a CLI string (or JSON value) to the field's declared type."""
     allowed = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
     if allowed:
-        if raw not in allowed:
-            choices = ", ".join(map(str, allowed))
-            raise UsageError(f"--loss-opt {key}={raw}: {loss} accepts {choices}")
-        return raw
+        try:
+            return check_choice(f"{loss} {key}", raw, [str(a) for a in allowed])
+        except UsageError as exc:
+            raise UsageError(f"--loss-opt {key}={raw}: {exc}") from None
     target = hint if isinstance(hint, type) else None
     if isinstance(hint, types.UnionType):
         target = next((t for t in typing.get_args(hint) if t is not type(None)), None)
