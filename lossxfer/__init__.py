@@ -48,6 +48,10 @@ _EXPORTS: dict[str, str] = {
     "probe_features": "lossxfer.probe.arrays",
     "ProbeFit": "lossxfer.probe.methods",
     "ProbeOptions": "lossxfer.probe.methods",
+    # paper tables and figures from result records (`lossxfer report`)
+    "run_report": "lossxfer.report.build",
+    "Report": "lossxfer.report.build",
+    "ReportConfig": "lossxfer.report.config",
 }
 
 __all__ = ["__version__", *_EXPORTS]  # noqa: PLE0604  (the table is the one list)
@@ -84,6 +88,9 @@ if TYPE_CHECKING:
     from lossxfer.probe.arrays import ridge_probe as ridge_probe
     from lossxfer.probe.methods import ProbeFit as ProbeFit
     from lossxfer.probe.methods import ProbeOptions as ProbeOptions
+    from lossxfer.report.build import Report as Report
+    from lossxfer.report.build import run_report as run_report
+    from lossxfer.report.config import ReportConfig as ReportConfig
     from lossxfer.results import Record as Record
     from lossxfer.results import Result as Result
     from lossxfer.results import load_result as load_result
