@@ -116,12 +116,23 @@ def _scatter(
         text = f"r = {corr['pearson_r']:.2f}, p = {corr['pearson_p']:.2g}\n{corr['runs']} runs"
     else:
         text = f"{len(have)} runs"
-    ax.text(0.98, 0.97, text, transform=ax.transAxes, ha="right", va="top", fontsize=7)
+    box = {"boxstyle": "round,pad=0.25", "facecolor": "white", "edgecolor": "0.8", "alpha": 0.85}
+    ax.text(0.98, 0.97, text, transform=ax.transAxes, ha="right", va="top", fontsize=7, bbox=box)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("linear transfer accuracy (%)")
     ax.grid(alpha=0.25, linewidth=0.5)
-    fig.legend(loc="outside lower center", ncols=3, frameon=False, handletextpad=0.2)
+    _legend(fig, ax)
     return fig
+
+
+def _legend(fig: Figure, ax: Axes) -> None:
+    """Beneath the axes, in table order with the baseline (drawn last, on top) first."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles and getattr(handles[-1], "get_zorder", lambda: 0)() >= 4:
+        handles, labels = [handles[-1], *handles[:-1]], [labels[-1], *labels[:-1]]
+    fig.legend(
+        handles, labels, loc="outside lower center", ncols=3, frameon=False, handletextpad=0.2
+    )
 
 
 def _fit_line(ax: Axes, xy: list[tuple[float, float]]) -> None:
@@ -182,12 +193,14 @@ def _by_dataset(
             elinewidth=0.7,
             label=row.label,
         )
-    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.axhline(0.0, color="black", linewidth=0.8, zorder=1)
+    ax.margins(y=0.12)  # 0 (the baseline) never on the frame
     ax.set_xticks(range(len(datasets)), datasets, rotation=30, ha="right", rotation_mode="anchor")
-    ax.set_ylabel(f"linear transfer − {baseline} (pp)")
+    ax.set_ylabel("Δ linear transfer (pp)")
+    ax.set_title(f"difference from {baseline}, per transfer dataset")
     ax.set_xlabel("transfer dataset")
     ax.grid(axis="y", alpha=0.25, linewidth=0.5)
-    fig.legend(loc="outside lower center", ncols=3, frameon=False, handletextpad=0.2)
+    _legend(fig, ax)
     return fig
 
 
