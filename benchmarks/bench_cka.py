@@ -15,7 +15,8 @@ layer for the symmetric ones) against float64/float32 GEMM peaks measured here, 
 after. Peak RSS of ours is measured in fresh processes at each n: it should not grow with n.
 
 Usage: .venv/bin/python benchmarks/bench_cka.py [--quick] [--n 10000,50000] [--repeat 3]
-       [--threads 2] [--widths 64,128,256,512,1024,2048] [--gram-max-n 10000] [--no-rss]
+       [--threads 2] [--widths 64,128,256,512,1024,2048] [--gram-max-n 10000] [--per-pair]
+       [--minibatch] [--cpu-time] [--no-rss] [--backend numpy|torch|cupy --device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from lossxfer.similarity import CkaConfig, run_cka
+from lossxfer.similarity.run import batch_plan
 from lossxfer.store import LayerSpec, StoreWriter, open_store
 
 
@@ -65,17 +67,39 @@ def read_layers(path: Path) -> list[np.ndarray]:
         return [s.read("test", name) for name in s.layers("test")]
 
 
-def gemm_peak(dtype: Any) -> float:
-    """GFLOP/s of a 4096³ matrix product in `dtype`: best of 3."""
+def gemm_peak(dtype: Any, device: str) -> float:
+    """GFLOP/s of a 4096³ matrix product in `dtype` on the device: best of 3."""
     a = np.random.default_rng(0).random((4096, 4096)).astype(dtype)
-    best = min(_timed(lambda: a @ a)[0] for _ in range(3))
+    if device.startswith("cuda"):
+        import torch
+
+        t = torch.from_numpy(a).to(device)
+
+        def product() -> None:
+            t @ t
+            torch.cuda.synchronize(device)
+
+        product()
+    else:
+
+        def product() -> None:
+            a @ a
+
+    best = min(_timed(product)[0] for _ in range(3))
     return 2 * 4096**3 / best / 1e9
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    start = time.perf_counter()
+    """(seconds, result): CPU seconds of this process with --cpu-time, else wall seconds."""
+    start = Clock.now()
     out = fn()
-    return time.perf_counter() - start, out
+    return Clock.now() - start, out
+
+
+class Clock:
+    """--cpu-time: on a machine shared with other jobs, wall time measures them too."""
+
+    now = time.perf_counter
 
 
 # -- references --------------------------------------------------------------------------------
@@ -123,9 +147,57 @@ def gram_reference(a: Path, b: Path, per_pair: bool) -> np.ndarray:
     return out
 
 
-def ours(a: Path, b: Path, precision: str) -> np.ndarray:
-    record = run_cka(CkaConfig(str(a), str(b), precision=precision, backend="numpy"))
-    return np.array(record.metrics["matrix"])
+def ours(a: Path, b: Path | None, args: argparse.Namespace, **options: Any) -> np.ndarray:
+    config = CkaConfig(
+        str(a), None if b is None else str(b), backend=args.backend, device=args.device, **options
+    )
+    return np.array(run_cka(config).metrics["matrix"], dtype=float)
+
+
+def compare_minibatch(a: Path, n: int, args: argparse.Namespace) -> None:
+    """Minibatch CKA of store A's layers vs the per-pair loop, same batches (one store)."""
+    plan = batch_plan(n, 256, 1, 0)
+    data = [x.astype(np.float64) for x in read_layers(a)]
+    t_ours, m_ours = _timed(lambda: ours(a, None, args, estimator="minibatch"))
+    t_ref, m_ref = _timed(lambda: minibatch_reference(data, plan, args.device))
+    print(
+        f"minibatch (m = 256, {len(plan)} batches, one store): lossxfer {t_ours:.2f} s, "
+        f"per-pair loop {t_ref:.2f} s: ×{t_ref / t_ours:.1f}; "
+        f"max|Δ| {np.abs(m_ref - m_ours).max():.1e}",
+        flush=True,
+    )
+
+
+# -- (b) per-pair minibatch loop, PyTorch-package style ----------------------------------------
+
+
+def _hsic1(torch: Any, k: Any, g: Any) -> Any:
+    n = k.shape[0]
+    k, g = k.clone(), g.clone()
+    k.fill_diagonal_(0)
+    g.fill_diagonal_(0)
+    ones = torch.ones(n, 1, dtype=k.dtype, device=k.device)
+    result = torch.trace(k @ g)
+    result = result + (ones.t() @ k @ ones @ ones.t() @ g @ ones) / ((n - 1) * (n - 2))
+    result = result - (ones.t() @ k @ g @ ones) * 2 / (n - 2)
+    return (result / (n * (n - 3))).squeeze()
+
+
+def minibatch_reference(data: list[np.ndarray], batches: list[np.ndarray], device: str) -> Any:
+    """For every batch and every layer pair: both Grams and three HSIC₁ terms, accumulated."""
+    import torch
+
+    n_layers = len(data)
+    acc = torch.zeros(n_layers, n_layers, 3, dtype=torch.float64, device=device)
+    for rows in batches:
+        feats = [torch.from_numpy(x[rows]).to(device, torch.float64) for x in data]
+        for i, x in enumerate(feats):
+            for j, y in enumerate(feats):
+                k, g = x @ x.T, y @ y.T
+                acc[i, j, 0] += _hsic1(torch, k, k)
+                acc[i, j, 1] += _hsic1(torch, k, g)
+                acc[i, j, 2] += _hsic1(torch, g, g)
+    return (acc[:, :, 1] / (acc[:, :, 0].sqrt() * acc[:, :, 2].sqrt())).cpu().numpy()
 
 
 # -- driver ------------------------------------------------------------------------------------
@@ -133,13 +205,11 @@ def ours(a: Path, b: Path, precision: str) -> np.ndarray:
 
 def compare(n: int, a: Path, b: Path, widths: list[int], args: argparse.Namespace) -> None:
     sides: dict[str, Callable[[], np.ndarray]] = {
-        "lossxfer exact": lambda: ours(a, b, "exact"),
-        "lossxfer mixed": lambda: ours(a, b, "mixed"),
+        "lossxfer exact": lambda: ours(a, b, args),
+        "lossxfer mixed": lambda: ours(a, b, args, precision="mixed"),
         "numpy float64": lambda: feature_baseline(a, b, np.float64),
         "numpy float32": lambda: feature_baseline(a, b, np.float32),
     }
-    if n <= args.gram_max_n:
-        sides["Gram cached"] = lambda: gram_reference(a, b, per_pair=False)
     times: dict[str, list[float]] = {k: [] for k in sides}
     out: dict[str, np.ndarray] = {}
     for round_ in range(args.repeat):
@@ -151,9 +221,12 @@ def compare(n: int, a: Path, b: Path, widths: list[int], args: argparse.Namespac
             + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()),
             flush=True,
         )
-    if n <= args.gram_max_n and args.per_pair:
-        seconds, out["Gram per pair"] = _timed(lambda: gram_reference(a, b, per_pair=True))
-        times["Gram per pair"] = [seconds]  # once: it is an order of magnitude slower
+    if n <= args.gram_max_n:  # once each: an order of magnitude slower
+        refs = {"Gram cached": False, **({"Gram per pair": True} if args.per_pair else {})}
+        for name, per_pair in refs.items():
+            seconds, out[name] = _timed(lambda p=per_pair: gram_reference(a, b, per_pair=p))  # type: ignore[misc]
+            times[name] = [seconds]
+            print(f"  {name}: {seconds:.2f} s, load {os.getloadavg()[0]:.1f}", flush=True)
     total_a = sum(widths)
     flops = 2 * n * total_a * total_a + 2 * n * sum(w * (w + 1) for w in widths)
     exact = out["lossxfer exact"]
@@ -199,11 +272,20 @@ def main() -> None:
     parser.add_argument("--gram-max-n", type=int, default=10_000)
     parser.add_argument("--per-pair", action="store_true", help="also Grams formed per pair")
     parser.add_argument("--no-rss", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument("--minibatch", action="store_true", help="also minibatch vs a loop")
+    parser.add_argument("--backend", default="numpy", help="ours: numpy, torch or cupy")
+    parser.add_argument("--device", default="cpu", help="ours (and the loop): cpu or cuda")
     parser.add_argument("--quick", action="store_true", help="n = 3000, 4 layers, one round")
     parser.add_argument("--dir", help="where to write the stores (default: a temporary folder)")
+    parser.add_argument(
+        "--cpu-time", action="store_true", help="time CPU seconds (all threads), not wall"
+    )
     args = parser.parse_args()
+    if args.cpu_time:
+        Clock.now = time.process_time
     if args.quick:
-        args.n, args.widths, args.repeat, args.per_pair = "3000", "64,128,256,512", 1, True
+        args.n, args.widths, args.repeat = "3000", "64,128,256,512", 1
+        args.per_pair = args.minibatch = True
     sizes = [int(v) for v in args.n.split(",")]
     widths = [int(w) for w in args.widths.split(",")]
     with threadpool_limits(args.threads), tempfile.TemporaryDirectory(dir=args.dir) as tmp:
@@ -212,7 +294,10 @@ def main() -> None:
             f"{os.cpu_count()} CPUs, BLAS threads {blas} on every side; load {os.getloadavg()}",
             flush=True,
         )
-        args.peak64, args.peak32 = gemm_peak(np.float64), gemm_peak(np.float32)
+        args.peak64, args.peak32 = (
+            gemm_peak(np.float64, args.device),
+            gemm_peak(np.float32, args.device),
+        )
         print(
             f"GEMM peak (4096³, best of 3): float64 {args.peak64:.1f}, "
             f"float32 {args.peak32:.1f} GFLOP/s",
@@ -224,6 +309,8 @@ def main() -> None:
             write_store(a, n, widths, seed=1)
             write_store(b, n, widths, seed=2)
             compare(n, a, b, widths, args)
+            if args.minibatch and n == sizes[0]:
+                compare_minibatch(a, n, args)
             if not args.no_rss:
                 rss.append((n, *peak_rss(a, b, args.threads)))
             a.unlink()
@@ -233,7 +320,7 @@ def main() -> None:
                 f"peak RSS of lossxfer exact (fresh process): n = {n:>6}: {mib:6.0f} MiB "
                 f"({seconds:.1f} s)"
             )
-        after64, after32 = gemm_peak(np.float64), gemm_peak(np.float32)
+        after64, after32 = gemm_peak(np.float64, args.device), gemm_peak(np.float32, args.device)
         print(
             f"GEMM peak again: float64 {after64:.1f}, float32 {after32:.1f} GFLOP/s; "
             f"load {os.getloadavg()}"

@@ -63,6 +63,10 @@ class NumpyOps:
     def f64(self, z: Array) -> Array:
         return z.astype(self.np.float64, copy=False)
 
+    def colsum(self, z: Array) -> Array:
+        """Column sums in float64 (without a float64 copy of float32 rows)."""
+        return z.sum(0, dtype=self.np.float64)
+
     def _buffer(self, rows: int, cols: int) -> Array:
         """A reused float32 product buffer (one per shape)."""
         key = (rows, cols)
@@ -163,6 +167,9 @@ class TorchOps:
 
     def f64(self, z: Array) -> Array:
         return z.to(self.torch.float64)
+
+    def colsum(self, z: Array) -> Array:
+        return z.sum(0, dtype=self.torch.float64)
 
     def zeros(self, *shape: int) -> Array:
         return self.torch.zeros(shape, dtype=self.torch.float64, device=self.dev)

@@ -104,13 +104,13 @@ class Streaming:
             return
         ops, s = self.ops, self.sums
         za = ops.load_layers(rows_a, self.shift_a, self.dtype)
-        s["colsum_a"] += ops.f64(za).sum(0)
+        s["colsum_a"] += ops.colsum(za)
         if self.layout.widths_b is None or rows_b is None:
             zb = None
             s["gram"] = ops.syrk_acc(s["gram"], za)
         else:
             zb = ops.load_layers(rows_b, self.shift_b, self.dtype)
-            s["colsum_b"] += ops.f64(zb).sum(0)
+            s["colsum_b"] += ops.colsum(zb)
             s["gram"] = ops.gemm_acc(s["gram"], za, zb)
             for (name, _), x in zip(
                 _self_grams(self.layout), _split_cols(za, zb, self.layout), strict=True
