@@ -201,14 +201,22 @@ def _split_training(
                 f"separate rows: {'; '.join(rows)}"
             )
 
+    if not relabel:
+        return runs, cka
+
     def move(run: RunKey) -> RunKey:
-        return dataclasses.replace(run, row=relabel.get(run.row, run.row))
+        return dataclasses.replace(run, row=relabel[run.row]) if run.row in relabel else run
 
     runs = sorted(
         (RunData(move(r.key), r.source, r.by_dataset) for r in runs),
         key=_order,
     )
-    cka = [dataclasses.replace(p, a=move(p.a), b=move(p.b)) for p in cka]
+    cka = [
+        dataclasses.replace(p, a=move(p.a), b=move(p.b))
+        if p.a.row in relabel or p.b.row in relabel
+        else p
+        for p in cka
+    ]
     return runs, cka
 
 
