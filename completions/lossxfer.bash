@@ -2,9 +2,8 @@
 # Candidates come from `lossxfer` itself (_LOSSXFER_COMPLETE=complete_bash), so verbs, options,
 # registry names and layer names are always those of the installed version.
 _lossxfer_completion() {
-    local IFS=$'\n'
-    COMPREPLY=( $(env COMP_WORDS="${COMP_WORDS[*]}" COMP_CWORD="$COMP_CWORD" \
-                  _LOSSXFER_COMPLETE=complete_bash "$1" 2>/dev/null) )
+    mapfile -t COMPREPLY < <(env COMP_WORDS="${COMP_WORDS[*]}" COMP_CWORD="$COMP_CWORD" \
+                               _LOSSXFER_COMPLETE=complete_bash "$1" 2>/dev/null)
     # a folder or `key=`: keep completing the same word instead of ending it
     if [[ ${#COMPREPLY[@]} -eq 1 && ${COMPREPLY[0]} == *[/=] ]]; then
         compopt -o nospace

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     import numpy as np
 
 SPLITS = ("train", "val", "test")
+DTYPES = ("float32", "float16")  # of stored layers
+COMPRESSIONS = ("lzf", "gzip")
 _JSON_ATTRS = ("model", "dataset", "objective_opts", "shard")  # root attributes holding objects
 _META = ("labels", "index")
 ROW_CHUNK_BYTES = 1 << 20  # about 1 MiB per chunk
@@ -71,10 +73,9 @@ class StoreWriter:
         dtype: str = "float32",
         compression: str | None = None,
     ) -> None:
-        if dtype not in ("float32", "float16"):
-            raise UsageError(f"--dtype {dtype!r}: expected float32 or float16")
-        if compression not in (None, "lzf", "gzip"):
-            raise UsageError(f"--compression {compression!r}: expected lzf or gzip")
+        check_choice("dtype", dtype, DTYPES)
+        if compression is not None:
+            check_choice("compression", compression, COMPRESSIONS)
         self.path = Path(path)
         self.attrs = dict(attrs)
         self.force = force

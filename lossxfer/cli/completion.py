@@ -45,8 +45,8 @@ CHOICES: dict[str, Callable[[], list[str]]] = {
     "--arch": _names("lossxfer.models", "ARCHS"),
     "--split": _names("lossxfer.data", "SPLITS"),
     "--pool": _names("lossxfer.activations", "POOLS"),
-    "--dtype": _words("float32", "float16"),
-    "--compression": _words("lzf", "gzip"),
+    "--dtype": _names("lossxfer.store", "DTYPES"),
+    "--compression": _names("lossxfer.store", "COMPRESSIONS"),
     "--estimator": _names("lossxfer.similarity.registry", "ESTIMATORS"),
     "--precision": _names("lossxfer.similarity.registry", "PRECISIONS"),
     "--backend": _words("auto", "numpy", "torch", "cupy"),
@@ -237,9 +237,8 @@ BASH = f"""\
 # Candidates come from `{PROG}` itself ({COMPLETE_VAR}=complete_bash), so verbs, options,
 # registry names and layer names are always those of the installed version.
 _{PROG}_completion() {{
-    local IFS=$'\\n'
-    COMPREPLY=( $(env COMP_WORDS="${{COMP_WORDS[*]}}" COMP_CWORD="$COMP_CWORD" \\
-                  {COMPLETE_VAR}=complete_bash "$1" 2>/dev/null) )
+    mapfile -t COMPREPLY < <(env COMP_WORDS="${{COMP_WORDS[*]}}" COMP_CWORD="$COMP_CWORD" \\
+                               {COMPLETE_VAR}=complete_bash "$1" 2>/dev/null)
     # a folder or `key=`: keep completing the same word instead of ending it
     if [[ ${{#COMPREPLY[@]}} -eq 1 && ${{COMPREPLY[0]}} == *[/=] ]]; then
         compopt -o nospace

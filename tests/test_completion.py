@@ -1,0 +1,167 @@
+"""Tab completion as a user meets it: bash, zsh and fish in a real terminal (tmux).
+
+Each shell is set up the way a user sets it up, by `lossxfer --install-completion` in an empty
+home directory, and must have installed exactly the script in completions/. Then the same
+keystrokes are typed in each shell and the screen is read back. tests/test_shell.py covers the
+protocol underneath without a terminal. CI (.ci/run) installs tmux, zsh and fish when missing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+from lossxfer.cli.completion import REPO_PATHS
+
+BIN = str(Path(sys.executable).parent)  # where the `lossxfer` entry point is installed
+SHELLS = ["bash", "zsh", "fish"]
+RC = {  # a plain `$ ` prompt and nothing else that draws on the screen
+    "bash": (".bashrc", "PS1='$ '\n"),
+    "zsh": (".zshrc", "PS1='$ '\nunsetopt beep\n"),
+    "fish": (
+        ".config/fish/config.fish",
+        "function fish_prompt; echo -n '$ '; end\nset -g fish_greeting ''\n"
+        "set -g fish_autosuggestion_enabled 0\n",
+    ),
+}
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed"),
+]
+
+
+class Terminal:
+    """One interactive shell in its own tmux server, 200 × 30 characters."""
+
+    def __init__(self, shell: str, home: Path, cwd: Path) -> None:
+        self.socket = f"lossxfer-{shell}-{os.getpid()}-{time.monotonic_ns()}"
+        self.env = {**os.environ, "HOME": str(home), "TERM": "xterm", "SHELL": shell,
+                    "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+                    "XDG_CONFIG_HOME": str(home / ".config")}  # fmt: skip
+        self.env.pop("TMUX", None)
+        self.tmux("new-session", "-d", "-x", "200", "-y", "30", "-c", str(cwd), f"{shell} -i")
+        self.wait(r"^\$", "the prompt")
+
+    def tmux(self, *args: str) -> str:
+        return subprocess.run(
+            ["tmux", "-L", self.socket, *args], env=self.env, capture_output=True, text=True,
+            check=True,
+        ).stdout  # fmt: skip
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p")
+
+    def wait(self, pattern: str, what: str, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.screen()
+            if re.search(pattern, text, re.M):
+                return text
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {what} ({pattern!r}) on the screen:\n{text}")
+            time.sleep(0.1)
+
+    def complete(self, line: str, expect: str, then: tuple[str, ...] = ("Tab",)) -> str:
+        """On a fresh prompt, type `line` and the keys `then`; the screen once `expect` shows."""
+        for _ in range(2):  # the first may only leave a completion menu
+            self.tmux("send-keys", "C-c")
+            time.sleep(0.2)
+        self.tmux("send-keys", "clear", "Enter")
+        self.wait(r"\A\$\s*\Z", "empty screen")
+        self.tmux("send-keys", "-l", line)
+        for key in then:
+            self.tmux("send-keys", key)
+            time.sleep(0.3 if key == "Tab" else 0)
+        return self.wait(expect, f"completion of {line!r}")
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], env=self.env, check=False)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory holding a ResNet-18 checkpoint (8 residual blocks) to complete from."""
+    from test_checkpoint import make_checkpoint
+
+    d = tmp_path_factory.mktemp("work")
+    (d / "run").mkdir()
+    make_checkpoint(d / "run" / "model.safetensors", arch="resnet18")
+    return d
+
+
+@pytest.fixture(scope="module", params=SHELLS)
+def term(request: pytest.FixtureRequest, workdir: Path, tmp_path_factory: pytest.TempPathFactory
+         ) -> Iterator[Terminal]:  # fmt: skip
+    shell = request.param
+    if shutil.which(shell) is None:
+        pytest.skip(f"{shell} is not installed")
+    home = tmp_path_factory.mktemp(f"home-{shell}")
+    rc, text = RC[shell]
+    (home / rc).parent.mkdir(parents=True, exist_ok=True)
+    (home / rc).write_text(text)
+    env = {**os.environ, "HOME": str(home), "SHELL": f"/usr/bin/{shell}"}
+    proc = subprocess.run([sys.executable, "-m", "lossxfer", "--install-completion"], env=env,
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    installed = Path(re.findall(r"wrote (\S+)", proc.stdout)[0])
+    assert installed.read_text() == (REPO / REPO_PATHS[shell]).read_text()
+    terminal = Terminal(shell, home, workdir)
+    yield terminal
+    terminal.close()
+
+
+def line_of(screen: str, start: str) -> str:
+    return next((x.rstrip() for x in screen.splitlines() if x.startswith(start)), "")
+
+
+CHOICES = [  # every option with named choices completes from the registries
+    ("lossxfer train --loss cosine_s", "--loss cosine_softmax"),
+    ("lossxfer train --arch resnet1", "--arch resnet18"),
+    ("lossxfer extract x.safetensors --split te", "--split test"),
+    ("lossxfer extract x.safetensors --pool fl", "--pool flatten"),
+    ("lossxfer extract x.safetensors --dtype float1", "--dtype float16"),
+    ("lossxfer cka a.h5 --estimator deb", "--estimator debiased"),
+    ("lossxfer probe a.h5 --method kn", "--method knn"),
+    ("lossxfer report runs --table summ", "--table summary"),
+    ("lossxfer report runs --format lat", "--format latex"),
+]
+
+
+@pytest.mark.parametrize(("line", "completed"), CHOICES, ids=[c[1] for c in CHOICES])
+def test_choice_options_complete(term: Terminal, line: str, completed: str) -> None:
+    screen = term.complete(line, re.escape(completed) + r"\b")
+    assert line_of(screen, "$ ").endswith(completed)
+
+
+def test_loss_opt_keys_of_the_chosen_loss(term: Terminal) -> None:
+    """`key=` continues without a space, so the value follows directly."""
+    line = "lossxfer train --loss label_smoothing --loss-opt al"
+    screen = term.complete(line, r"alpha=0\.2", then=("Tab", "0.2"))
+    assert line_of(screen, "$ ").endswith("--loss-opt alpha=0.2")
+    screen = term.complete("lossxfer train --loss squared_error --loss-opt kap", "kappa=")
+    assert line_of(screen, "$ ").endswith("--loss-opt kappa=")
+
+
+def test_layers_from_the_checkpoint_architecture(term: Terminal) -> None:
+    """A ResNet-18 checkpoint offers its 8 residual blocks (smallcnn has 3), read from the file."""
+    line = "lossxfer extract run/model.safetensors --layers block"
+    screen = term.complete(line, r"block8", then=("Tab", "Tab"))
+    assert all(f"block{i}" in screen for i in range(1, 9)) and "block9" not in screen
+    screen = term.complete("lossxfer extract run/model.safetensors --layers penultimate,lo",
+                           "penultimate,logits")  # fmt: skip
+    assert line_of(screen, "$ ").endswith("--layers penultimate,logits")
+
+
+def test_folders_continue_without_a_space(term: Terminal) -> None:
+    screen = term.complete("lossxfer extract ru", r"run/model\.safetensors",
+                           then=("Tab", "m", "Tab"))  # fmt: skip
+    assert line_of(screen, "$ ").endswith("lossxfer extract run/model.safetensors")
