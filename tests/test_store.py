@@ -72,7 +72,7 @@ def test_existing_store_needs_force(tmp_path: Path) -> None:
     path = write_store(tmp_path / "s.h5")
     with pytest.raises(UsageError, match="exists"):
         write_store(path)
-    with pytest.raises(UsageError, match="--dtype 'float64'"):
+    with pytest.raises(UsageError, match="unknown dtype 'float64'"):
         StoreWriter(tmp_path / "t.h5", {}, dtype="float64")
 
 
