@@ -569,6 +569,8 @@ def test_quiet_prints_nothing_but_requested_output(cli, study: Path, tmp_path: P
     assert (run.code, run.stdout, run.stderr) == (0, "", "")
     shown = cli("report", study, "--table", "summary", "-q")  # no -o: the table is the output
     assert shown.stdout.startswith("Source accuracy") and shown.stderr == ""
+    dash = cli("report", study, "--table", "cka", "--format", "csv", "-o", "-", "-q")
+    assert dash.stdout.startswith("arch,data,estimator,layer,metric,") and dash.stderr == ""
 
 
 # -- layers stored twice ----------------------------------------------------------------------

@@ -156,7 +156,7 @@ def report(
             help="Write the tables here, not to stdout: a file (its suffix implies --format), "
             "or a folder (an existing one, or a name without suffix) for one file per table, "
             "named after it (csv unless --format says otherwise). CSV and TSV hold one table: "
-            "with several, -o name.csv writes name-TABLE.csv for each.",
+            "with several, -o name.csv writes name-TABLE.csv for each. -o -: stdout.",
         ),
     ] = None,
     force: ForceOpt = False,
@@ -180,13 +180,13 @@ def report(
 
     if json_ and format_ not in (None, "json"):
         raise UsageError(f"--json conflicts with --format {format_}")
+    out = None if out == Path("-") else out  # -o -: stdout, as without -o
     fmt = check_choice("report format", "json" if json_ else format_ or format_for(out), FORMATS)
     tables = [check_choice("table", t, [*TABLES.names(), "all"]) for t in parse_list([table])]
     wanted = TABLES.names() if "all" in tables else tables
     for path, _ in destinations(fmt, out, wanted) if out else []:
-        check_output(
-            path or "-", force
-        )  # each file that may be written: refused now, not after work
+        if path is not None:  # each file that may be written: refused now, not after the work
+            check_output(path, force)
     config = ReportConfig(
         paths=tuple(paths),
         tables=None if "all" in tables else tuple(tables),
