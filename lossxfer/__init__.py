@@ -35,6 +35,8 @@ _EXPORTS: dict[str, str] = {
     "class_separation": "lossxfer.separation",
     "Separation": "lossxfer.separation",
     "SeparationAccumulator": "lossxfer.separation",
+    "SeparationConfig": "lossxfer.separation",
+    "run_separation": "lossxfer.separation",
     # CKA (docs/method.md §5)
     "cka": "lossxfer.similarity.api",
     "cka_matrix": "lossxfer.similarity.api",
@@ -48,6 +50,8 @@ _EXPORTS: dict[str, str] = {
     "probe_features": "lossxfer.probe.arrays",
     "ProbeFit": "lossxfer.probe.methods",
     "ProbeOptions": "lossxfer.probe.methods",
+    "ProbeConfig": "lossxfer.probe.run",
+    "run_probe": "lossxfer.probe.run",
     # paper tables and figures from result records (`lossxfer report`)
     "run_report": "lossxfer.report.build",
     "Report": "lossxfer.report.build",
@@ -88,6 +92,8 @@ if TYPE_CHECKING:
     from lossxfer.probe.arrays import ridge_probe as ridge_probe
     from lossxfer.probe.methods import ProbeFit as ProbeFit
     from lossxfer.probe.methods import ProbeOptions as ProbeOptions
+    from lossxfer.probe.run import ProbeConfig as ProbeConfig
+    from lossxfer.probe.run import run_probe as run_probe
     from lossxfer.report.build import Report as Report
     from lossxfer.report.build import run_report as run_report
     from lossxfer.report.config import ReportConfig as ReportConfig
@@ -96,7 +102,9 @@ if TYPE_CHECKING:
     from lossxfer.results import load_result as load_result
     from lossxfer.separation import Separation as Separation
     from lossxfer.separation import SeparationAccumulator as SeparationAccumulator
+    from lossxfer.separation import SeparationConfig as SeparationConfig
     from lossxfer.separation import class_separation as class_separation
+    from lossxfer.separation import run_separation as run_separation
     from lossxfer.similarity.api import CkaAccumulator as CkaAccumulator
     from lossxfer.similarity.api import cka as cka
     from lossxfer.similarity.api import cka_matrix as cka_matrix
