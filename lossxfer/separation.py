@@ -138,6 +138,8 @@ class SeparationAccumulator:
             row = int(self.rows.sum()) + int(np.argmin(finite))
             raise InputError(f"{self.where} row {row} is not finite")
         self._start(x.shape[1])
+        if len(x) == 0:
+            return
         cls = self._classes(labels)
         zeros = x == 0
         self.zero_fraction_sum += float(zeros.mean(axis=1).sum())

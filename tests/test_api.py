@@ -322,8 +322,10 @@ def test_accumulator_merge_of_shards_equals_one_pass() -> None:
         for start in range(lo, hi, 16):
             acc.update(x[start : min(start + 16, hi)], labels[start : min(start + 16, hi)])
         shards.append(acc)
-    merged = shards[0].merge(shards[1]).merge(shards[2]).merge(lossxfer.SeparationAccumulator())
-    got = merged.result()
+    empty = lossxfer.SeparationAccumulator()
+    empty.update(x[:0], labels[:0])  # an empty block, even first, changes nothing
+    merged = empty.merge(shards[0]).merge(shards[1]).merge(shards[2])
+    got = merged.merge(lossxfer.SeparationAccumulator()).result()
     for key in ("r2", "d_within", "d_total", "sparsity", "effective_dim", "nc1"):
         assert getattr(got, key) == pytest.approx(getattr(whole, key), rel=1e-8), key
     assert got.class_rows == whole.class_rows and got.dead_units == whole.dead_units
