@@ -737,3 +737,21 @@ def test_extract_names_the_layer_stored_twice(arch: str) -> None:
         features = network.backbone(torch.randn(4, 3, 16, 16))
     hook.remove()
     torch.testing.assert_close(captured["x"], features, rtol=1e-6, atol=1e-6)
+
+
+def test_cka_plot_uses_the_data_range_and_shows_each_layer_once() -> None:
+    """`cka --plot`: colours over the values' range, each value in its cell, block3 once."""
+    from lossxfer.results import Result
+    from lossxfer.similarity.plot import heatmap_figure
+
+    layers = ["stem", "block3", "penultimate"]
+    matrix = [[1.0, 0.41, 0.41], [0.41, 1.0, 1.0], [0.41, 1.0, 1.0]]
+    metrics = {"estimator": "linear", "split": "test", "layers_a": layers, "layers_b": layers}
+    fig = heatmap_figure(Result("cka", {**metrics, "matrix": matrix}, model=model("softmax", 0)))
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["stem", "penultimate"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["stem", "penultimate"]
+    assert ax.get_images()[0].get_clim() == (0.41, 1.0)
+    assert sorted(t.get_text() for t in ax.texts) == ["0.41", "0.41", "1.00", "1.00"]
+    assert "block3 = penultimate (shown once)" in ax.get_title()
+    assert fig.get_size_inches()[0] == pytest.approx(3.4)

@@ -8,14 +8,25 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lossxfer.results import Result
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 
 def plot_heatmap(result: Result, path: str | os.PathLike[str], force: bool = False) -> Path:
-    """Rows: layers of A; columns: layers of B; PNG, SVG or PDF by the suffix of `path`."""
+    """Draw the heatmap to `path`: PNG, SVG or PDF by its suffix."""
+    from lossxfer.plotting import save_figure
+
+    return save_figure(heatmap_figure(result), path, force)
+
+
+def heatmap_figure(result: Result) -> Figure:
+    """Rows: layers of A; columns: layers of B; colours over the values' range, values in cells."""
     from lossxfer.layers import identical_layers
-    from lossxfer.plotting import COLUMN_WIDTH, heatmap, new_figure, save_figure, style
+    from lossxfer.plotting import COLUMN_WIDTH, heatmap, new_figure, style
 
     m = result.metrics
     rows, cols, matrix = list(m["layers_a"]), list(m["layers_b"]), m["matrix"]
@@ -36,7 +47,7 @@ def plot_heatmap(result: Result, path: str | os.PathLike[str], force: bool = Fal
         ax.set_ylabel(f"layers of A ({model_a.get('objective', 'store A')})")
         ax.set_xlabel(f"layers of B ({model_b.get('objective', 'store B')})")
         ax.set_title(title)
-    return save_figure(fig, path, force)
+    return fig
 
 
 def _number(value: object) -> float:
