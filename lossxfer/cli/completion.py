@@ -51,6 +51,7 @@ CHOICES: dict[str, Callable[[], list[str]]] = {
     "--precision": _names("lossxfer.similarity.registry", "PRECISIONS"),
     "--backend": _words("auto", "numpy", "torch", "cupy"),
     "--method": _names("lossxfer.probe.methods", "PROBES", ("all",)),
+    "--preset": _names("lossxfer.probe.methods", "PRESETS"),
 }
 
 

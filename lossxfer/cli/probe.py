@@ -65,7 +65,18 @@ def probe(
             f"(default: {','.join(DEFAULT_METHODS)}).",
         ),
     ] = None,
-    grid: Annotated[int, typer.Option("--grid", help="Number of λ values (linear, ridge).")] = 45,
+    preset: Annotated[
+        str,
+        typer.Option(
+            "--preset",
+            help="paper: 45 λ values, float64 (the default); fast: 12 values over the same "
+            "range, linear fits iterated in float32 and polished in float64 to --tol.",
+        ),
+    ] = "paper",
+    grid: Annotated[
+        int | None,
+        typer.Option("--grid", help="Number of λ values (linear, ridge; default: the preset's)."),
+    ] = None,
     grid_range: Annotated[
         str, typer.Option("--grid-range", help="LO,HI: the λ grid's end points.")
     ] = "1e-6,1e5",
@@ -93,11 +104,13 @@ def probe(
     """Linear, ridge and kNN transfer probes of stored layers."""
     from lossxfer.errors import UsageError
     from lossxfer.fsio import check_output
+    from lossxfer.probe.methods import PRESETS
     from lossxfer.sniff import expect
 
     if out:
         check_output(out, force)
     expect(store, "store")
+    chosen = PRESETS[preset]  # validated while parsing (cli/completion.py)
     try:
         lo, hi = (float(v) for v in grid_range.split(","))
     except ValueError:
@@ -108,11 +121,12 @@ def probe(
         store=str(store),
         layers=tuple(parse_list(layer)),
         methods=tuple(parse_list(method)) or DEFAULT_METHODS,
-        grid=grid,
+        grid=chosen.grid if grid is None else grid,
         grid_range=(lo, hi),
         tol=tol,
         max_iter=max_iter,
         standardize=standardize,
+        mixed=chosen.mixed,
         val_fraction=val_fraction,
         seed=seed,
         device=device,

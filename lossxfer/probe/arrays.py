@@ -75,6 +75,7 @@ def linear_probe(
     tol: float = 1e-6,
     max_iter: int = 1000,
     standardize: bool = False,
+    mixed: bool = False,
     val_fraction: float = 0.2,
     seed: int = 0,
     device: str | torch.device = "auto",
@@ -82,8 +83,9 @@ def linear_probe(
 ) -> ProbeFit:
     """The paper's linear probe: L2-regularised multinomial logistic regression (mean CE +
     λ/2‖W‖²_F, bias free) by L-BFGS, λ from `grid` log-spaced values over `grid_range` chosen
-    on validation, refit on train + val, top-1 on test."""
-    options = ProbeOptions(grid, grid_range, tol, max_iter, standardize)
+    on validation, refit on train + val, top-1 on test. `mixed`: float32 iterations polished
+    in float64 (the `fast` preset's, ProbeOptions.mixed)."""
+    options = ProbeOptions(grid, grid_range, tol, max_iter, standardize, mixed)
     return probe_features(
         "linear", x_train, y_train, x_test, y_test, x_val, y_val, options=options,
         val_fraction=val_fraction, seed=seed, device=device, progress=progress,

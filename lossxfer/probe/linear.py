@@ -38,6 +38,7 @@ GRID_PARAMETRISES = (
 )
 STOP_RULE = "max |gradient| <= tol (as scikit-learn's gtol), or no progress, or max_iter"
 MEMORY = 20  # curvature pairs kept
+ROUGH_TOL = 1e-4  # where a mixed-precision solve hands over from float32 to float64
 
 
 def lambda_grid(points: int, lo: float, hi: float) -> list[float]:
@@ -91,9 +92,10 @@ class LogisticFit:
 
 
 class LogisticProblem:
-    """The fitting rows, centred once, and what every λ shares."""
+    """The fitting rows, centred once, and what every λ shares; `mixed`: a float32 copy does
+    the bulk of each solve (ProbeOptions.mixed)."""
 
-    def __init__(self, data: Features) -> None:
+    def __init__(self, data: Features, mixed: bool = False) -> None:
         self.classes, self.idx = torch.unique(data.y, return_inverse=True)
         self.mean = data.x.mean(0)
         self.x = data.x - self.mean
@@ -103,6 +105,9 @@ class LogisticProblem:
         freq = torch.bincount(self.idx, minlength=self.k).to(self.x) / self.n
         self.spread = freq * (1 - freq)  # softmax curvature per class at W = 0
         self.var = self.x.square().mean(0)
+        self.single: LogisticProblem | None = None
+        if mixed and data.x.dtype == torch.float64:
+            self.single = LogisticProblem(Features(data.x.float(), data.y))
 
     def objective(self, theta: torch.Tensor, lam: float) -> tuple[float, torch.Tensor]:
         """Loss and gradient at flat `theta` (centred coordinates), written out: no autograd."""
@@ -126,6 +131,10 @@ class LogisticProblem:
         init: LogisticFit | None = None,
     ) -> LogisticFit:
         """Minimise at `lam` from `init` (classes matched by label; zeros otherwise)."""
+        rough = 0
+        if self.single is not None:
+            init = self.single.solve(lam, max(tol, ROUGH_TOL), max_iter, init)
+            rough = init.iterations
         theta = torch.zeros(self.k, self.d + 1, dtype=self.x.dtype, device=self.x.device)
         if init is not None:
             pos = torch.searchsorted(init.classes, self.classes).clamp_(max=len(init.classes) - 1)
@@ -164,7 +173,7 @@ class LogisticProblem:
         mat = theta.view(self.k, self.d + 1).clone()
         mat[:, -1] -= mat[:, :-1] @ self.mean  # back to uncentred coordinates
         grad_max = float(grad.abs().max())
-        return LogisticFit(self.classes, mat, iterations, grad_max, grad_max <= tol)
+        return LogisticFit(self.classes, mat, rough + iterations, grad_max, grad_max <= tol)
 
 
 def linear_sweep(
@@ -176,13 +185,14 @@ def linear_sweep(
     tol: float = 1e-6,
     max_iter: int = 1000,
     standardize: bool = False,
+    mixed: bool = False,
     progress: ProgressFn = no_progress,
     label: str = "linear",
 ) -> dict[str, Any]:
     """The protocol of REFERENCE.md §4: sweep `grid` on fit → val, choose λ, refit → test."""
     with one_thread_if_small(refit):
         fit_s, val_s = standardized(fit, val) if standardize else (fit, val)
-        problem = LogisticProblem(fit_s)
+        problem = LogisticProblem(fit_s, mixed)
         curve: list[dict[str, Any]] = []
         best: LogisticFit | None = None
         current: LogisticFit | None = None
@@ -208,7 +218,7 @@ def linear_sweep(
         chosen = first_best([p["val_top1"] for p in curve])
         lam = grid[chosen]
         refit_s, test_s = standardized(refit, test) if standardize else (refit, test)
-        final = LogisticProblem(refit_s).solve(lam, tol, max_iter, init=best)
+        final = LogisticProblem(refit_s, mixed).solve(lam, tol, max_iter, init=best)
         test_top1, test_mpc = accuracies(final.predict(test_s.x), test.y)
     return {
         "test_top1": test_top1,
@@ -226,4 +236,5 @@ def linear_sweep(
         "tie_rule": LAMBDA_TIE_RULE,
         "stop_rule": STOP_RULE,
         "dtype": str(refit.x.dtype).removeprefix("torch."),
+        "mixed": mixed and refit.x.dtype == torch.float64,
     }

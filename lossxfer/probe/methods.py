@@ -28,14 +28,17 @@ DEFAULT_METHODS = ("linear", "knn")  # the paper's two fixed-feature probes; rid
 
 @dataclasses.dataclass(frozen=True)
 class ProbeOptions:
-    """Solver options (the CLI's --grid, --grid-range, --tol, --max-iter, --standardize); each
-    method reads the ones it has (knn none)."""
+    """Solver options (the CLI's --grid, --grid-range, --tol, --max-iter, --standardize,
+    --preset); each method reads the ones it has (knn none). `mixed` (linear, on float64 data):
+    iterate in float32 to 1e-4, then polish in float64 to `tol`, so every solution meets the
+    same float64 test; fast where the problem is well conditioned (few polishing steps)."""
 
     grid: int = 45
     grid_range: tuple[float, float] = (1e-6, 1e5)
     tol: float = 1e-6
     max_iter: int = 1000
     standardize: bool = False
+    mixed: bool = False
 
     def check(self) -> None:
         lo, hi = self.grid_range
@@ -68,6 +71,14 @@ class ProbeFit(Record):
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+# --preset: the paper's sweep (the default) and a cheaper one whose measured accuracy
+# difference is in docs/benchmarks.md (benchmarks/bench_probe_preset.py).
+PRESETS = {
+    "paper": ProbeOptions(),
+    "fast": ProbeOptions(grid=12, mixed=True),  # about one λ a decade over the same range
+}
+
+
 ProbeMethod = Callable[["ProbeSplits", ProbeOptions, ProgressFn, str], ProbeFit]
 PROBES: Registry[ProbeMethod] = Registry("probe method")
 
@@ -97,6 +108,7 @@ def linear(data: ProbeSplits, options: ProbeOptions, progress: ProgressFn, label
         tol=options.tol,
         max_iter=options.max_iter,
         standardize=options.standardize,
+        mixed=options.mixed,
         progress=progress,
         label=label,
     )

@@ -38,13 +38,16 @@ class ProbeConfig:
     tol: float = 1e-6
     max_iter: int = 1000
     standardize: bool = False
+    mixed: bool = False
     val_fraction: float = 0.2
     seed: int = 0
     device: str = "auto"
 
     @property
     def options(self) -> ProbeOptions:
-        return ProbeOptions(self.grid, self.grid_range, self.tol, self.max_iter, self.standardize)
+        return ProbeOptions(
+            self.grid, self.grid_range, self.tol, self.max_iter, self.standardize, self.mixed
+        )
 
     def check(self) -> tuple[str, ...]:
         """Validate every option; the methods to run, in registry order for `all`."""
