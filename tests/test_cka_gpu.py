@@ -98,3 +98,40 @@ def test_cupy_shards_merge_with_numpy_shards(stores: CkaConfig, tmp_path: Path) 
         for i, (backend, dev) in enumerate([("numpy", "cpu"), ("cupy", "cuda")])
     ]
     np.testing.assert_allclose(matrix(merge_shards(parts)), whole, rtol=1e-9, atol=1e-12)
+
+
+@needs_cuda
+@pytest.mark.parametrize("precision", ["exact", "mixed"])
+def test_array_api_on_cuda_tensors_gives_the_numpy_numbers(precision: str) -> None:
+    import torch
+
+    from lossxfer.similarity import cka_matrix
+
+    a, b = net_layers(203, seed=1, offset=100.0), net_layers(203, seed=2)
+    expected = cka_matrix(a, b, "debiased", precision=precision).matrix
+    on_gpu = {k: torch.from_numpy(v).cuda() for k, v in a.items()}
+    got = cka_matrix(
+        on_gpu,
+        {k: torch.from_numpy(v).cuda() for k, v in b.items()},
+        "debiased",
+        precision=precision,
+    ).matrix
+    np.testing.assert_allclose(got, expected, rtol=1e-10 if precision == "exact" else 1e-6)
+
+
+@needs_cupy
+@pytest.mark.parametrize("precision", ["exact", "mixed"])
+def test_array_api_on_cupy_arrays_gives_the_numpy_numbers(precision: str) -> None:
+    import cupy
+
+    from lossxfer.similarity import cka_matrix
+
+    a, b = net_layers(203, seed=1, offset=100.0), net_layers(203, seed=2)
+    expected = cka_matrix(a, b, "linear", precision=precision).matrix
+    got = cka_matrix(
+        {k: cupy.asarray(v) for k, v in a.items()},
+        {k: cupy.asarray(v) for k, v in b.items()},
+        "linear",
+        precision=precision,
+    ).matrix
+    np.testing.assert_allclose(got, expected, rtol=1e-10 if precision == "exact" else 1e-6)

@@ -207,3 +207,32 @@ def test_memory_is_flat_in_rows_without_an_n_by_n_gram() -> None:
         tracemalloc.stop()
     assert 0 < value < 1
     assert peak < 64 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_read_ahead_passes_items_errors_and_stops_with_its_consumer() -> None:
+    import threading
+
+    from lossxfer.similarity.run import prefetch
+
+    assert list(prefetch(iter(range(5)))) == [0, 1, 2, 3, 4]
+
+    def failing() -> Any:
+        yield 1
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        list(prefetch(failing()))
+    produced: list[int] = []
+
+    def endless() -> Any:
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    for item in prefetch(endless()):
+        if item == 3:
+            break
+    assert len(produced) <= 6  # read ahead by one, then stopped
+    assert not any(t.name == "lossxfer-cka-read" for t in threading.enumerate())
