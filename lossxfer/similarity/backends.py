@@ -24,9 +24,9 @@ _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 class NumpyOps:
     """The reference: numpy, with BLAS syrk/gemm accumulating in place (no P×P temporaries).
 
-    Row blocks are laid out in Fortran order, so every layer's columns are one contiguous
-    matrix that BLAS reads without a copy; float32 blocks (`precision="mixed"`) are multiplied
-    by sgemm/ssyrk into a reused float32 buffer that is then added to the float64 sums.
+    A block's layers sit side by side in one C-order array, which BLAS reads as its transpose
+    without a copy; float32 blocks (`precision="mixed"`) are multiplied by sgemm/ssyrk into a
+    reused float32 buffer that is then added to the float64 sums.
     """
 
     name = "numpy"
@@ -53,7 +53,7 @@ class NumpyOps:
         The subtraction is done in float64 and rounded once to `dtype`.
         """
         np = self.np
-        z = np.empty((parts[0].shape[0], shift.shape[0]), dtype=dtype, order="F")
+        z = np.empty((parts[0].shape[0], shift.shape[0]), dtype=dtype)
         lo = 0
         for x in parts:
             np.subtract(x, shift[lo : lo + x.shape[1]], out=z[:, lo : lo + x.shape[1]])
@@ -76,24 +76,20 @@ class NumpyOps:
 
     def syrk_acc(self, acc: Array, z: Array) -> Array:
         """acc += zᵀz, upper triangle only (readers symmetrise with `upper_to_full`)."""
-        z = self.np.asfortranarray(z)
+        z = self.np.ascontiguousarray(z)  # a layer's columns of a block: one quick copy
         if z.dtype == self.np.float64:
-            return self._blas.dsyrk(1.0, z, beta=1.0, c=acc, trans=1, lower=0, overwrite_c=1)
-        buf = self._blas.ssyrk(
-            1.0, z, beta=0.0, c=self._buffer(*acc.shape), trans=1, lower=0, overwrite_c=1
-        )
-        acc += buf
+            return self._blas.dsyrk(1.0, z.T, beta=1.0, c=acc, trans=0, lower=0, overwrite_c=1)
+        buf = self._buffer(*acc.shape)
+        acc += self._blas.ssyrk(1.0, z.T, beta=0.0, c=buf, trans=0, lower=0, overwrite_c=1)
         return acc
 
     def gemm_acc(self, acc: Array, x: Array, y: Array) -> Array:
         """acc += xᵀy."""
-        x, y = self.np.asfortranarray(x), self.np.asfortranarray(y)
+        x, y = self.np.ascontiguousarray(x), self.np.ascontiguousarray(y)
         if x.dtype == self.np.float64 and y.dtype == self.np.float64:
-            return self._blas.dgemm(1.0, x, y, beta=1.0, c=acc, trans_a=1, overwrite_c=1)
-        buf = self._blas.sgemm(
-            1.0, x, y, beta=0.0, c=self._buffer(*acc.shape), trans_a=1, overwrite_c=1
-        )
-        acc += buf
+            return self._blas.dgemm(1.0, x.T, y.T, beta=1.0, c=acc, trans_b=1, overwrite_c=1)
+        buf = self._buffer(*acc.shape)
+        acc += self._blas.sgemm(1.0, x.T, y.T, beta=0.0, c=buf, trans_b=1, overwrite_c=1)
         return acc
 
     def zeros(self, *shape: int) -> Array:

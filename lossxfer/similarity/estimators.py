@@ -29,7 +29,7 @@ from lossxfer.errors import UsageError
 from lossxfer.similarity.backends import Array, Ops
 
 Sums = dict[str, Any]  # name → float64 array; every entry adds across row blocks and shards
-MIXED_ROWS = 1024  # rows per float32 product (its error grows with the rows it sums)
+MIXED_ROWS = 4096  # rows per float32 product (its error grows with the rows it sums)
 
 
 @dataclass(frozen=True)
@@ -98,9 +98,10 @@ class Streaming:
         """Add one aligned row block (rows per layer, A's then B's)."""
         n = rows_a[0].shape[0]
         if self.dtype == "float32" and n > MIXED_ROWS:  # bound the float32 sums' length
-            for lo in range(0, n, MIXED_ROWS):
-                part_b = None if rows_b is None else [x[lo : lo + MIXED_ROWS] for x in rows_b]
-                self.update([x[lo : lo + MIXED_ROWS] for x in rows_a], part_b)
+            step = -(-n // -(-n // MIXED_ROWS))  # equal parts of at most MIXED_ROWS rows
+            for lo in range(0, n, step):
+                part_b = None if rows_b is None else [x[lo : lo + step] for x in rows_b]
+                self.update([x[lo : lo + step] for x in rows_a], part_b)
             return
         ops, s = self.ops, self.sums
         za = ops.load_layers(rows_a, self.shift_a, self.dtype)
