@@ -78,3 +78,4 @@ def test_mini_study_end_to_end(tmp_path: Path) -> None:
     again = _bash(REPO / "examples" / "mini-study.sh", env, tmp_path)
     assert again.returncode == 0
     assert "skip" in again.stderr and "run   " not in again.stderr
+    assert again.stdout == proc.stdout  # -q steps print nothing; the same table

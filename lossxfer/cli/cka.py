@@ -149,8 +149,7 @@ def cka(
             if json_:
                 ui.emit_json({"path": str(out), **summary})
             else:
-                ui.close()
-                typer.echo(
+                ui.print(
                     f"{out}: part {summary['shard']}/{summary['parts']}, "
                     f"{summary['unit']} [{summary['lo']}, {summary['hi']}) of {summary['total']}"
                 )

@@ -62,7 +62,13 @@ JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print exactly one JSON document on stdout, nothing else.")
 ]
 QuietOpt = Annotated[
-    bool, typer.Option("-q", "--quiet", help="No progress or log output; errors only.")
+    bool,
+    typer.Option(
+        "-q",
+        "--quiet",
+        help="Nothing on stdout or stderr but errors and what is asked for explicitly "
+        "(--json, -o -): no progress, logs or result table.",
+    ),
 ]
 OutOpt = Annotated[
     Path | None,
@@ -169,14 +175,27 @@ class Output:
 
     # -- data on stdout -----------------------------------------------------------------------
     def emit(self, result: Result, render: Callable[[Result], Any] | None = None) -> None:
-        """Print the result: one JSON document with --json, else what `render` returns."""
+        """Print the result: one JSON document with --json, else what `render` returns (not
+        with -q: the table is not asked for explicitly, --json is)."""
         self.close()
         if self.json:
             sys.stdout.write(result.to_json() + "\n")
             sys.stdout.flush()
             return
         if render is not None:
-            stdout_console().print(render(result))
+            self.print(render(result))
+
+    def print(self, renderable: Any) -> None:
+        """A table or text (printed as is, not as markup) for the reader on stdout; nothing
+        with -q."""
+        self.close()
+        if self.quiet:
+            return
+        if isinstance(renderable, str):
+            from rich.text import Text
+
+            renderable = Text(renderable)
+        stdout_console().print(renderable)
 
     def emit_json(self, document: Any) -> None:
         from lossxfer.results import dumps

@@ -40,12 +40,10 @@ def info(
             return
         from rich.table import Table
 
-        from lossxfer.cli.common import stdout_console
-
         for item in described:
             table = Table(title=f"{item['path']} ({item['kind']})", show_header=False)
             table.add_column(style="bold")
             table.add_column(overflow="fold")
             for key, text in rows({k: v for k, v in item.items() if k not in ("path", "kind")}):
                 table.add_row(key, text)
-            stdout_console().print(table)
+            ui.print(table)

@@ -27,12 +27,10 @@ def objectives(json_: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt 
         from rich.table import Table
         from rich.text import Text
 
-        from lossxfer.cli.common import stdout_console
-
         table = Table("objective", "options (defaults)", "lr scale", "loss", "reference")
         for row in objective_rows():
             table.add_row(*map(Text, row))  # Text: formulas hold brackets, not markup
-        stdout_console().print(table)
+        ui.print(table)
 
 
 def objective_rows() -> list[tuple[str, str, str, str, str]]:
