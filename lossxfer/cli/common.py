@@ -66,8 +66,8 @@ QuietOpt = Annotated[
     typer.Option(
         "-q",
         "--quiet",
-        help="Nothing on stdout or stderr but errors and what is asked for explicitly "
-        "(--json, -o -): no progress, logs or result table.",
+        help="Errors only, and the output asked for (--json, -o -, report's tables): no "
+        "progress, logs or result summary.",
     ),
 ]
 OutOpt = Annotated[
