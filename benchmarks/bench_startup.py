@@ -154,6 +154,7 @@ def main() -> int:
     over = False
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
+        os.chdir(d)  # `python -m lossxfer` puts the working directory first on sys.path
         for name, argv in (("python -c pass", ["-c", "pass"]),
                            ("python -c 'import torch'", ["-c", "import torch"])):  # fmt: skip
             wall, cpu, _, _ = measure([sys.executable, *argv], env, args.runs)
