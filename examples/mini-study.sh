@@ -22,10 +22,8 @@ OBJECTIVES=${OBJECTIVES:-softmax label_smoothing sigmoid extra_final_layer_l2 dr
 logit_penalty logit_normalization cosine_softmax squared_error}
 EPOCHS=${EPOCHS:-}
 read -r -a LOSSXFER <<< "${LOSSXFER:-lossxfer}"  # e.g. LOSSXFER="python -m lossxfer"
-# Per-objective learning rates where the default (0.1 × batch/256) does not suit: squared
-# error's loss is s·κ·M² ≈ 3·10⁵ per example at initialisation (REFERENCE.md §1 defaults), so
-# the default rate diverges on this small network (exit 5); the paper tunes per objective too.
-declare -A LR=([squared_error]=0.0002)
+# Every objective trains at its default learning rate: 0.1 × batch/256 times the objective's
+# lr scale (`lossxfer objectives`; squared error's loss is ~10⁵× cross-entropy's at the start).
 SOURCE=(--data digits --classes 0-4)
 TRANSFER=(--data digits --classes 5-9)
 
@@ -47,10 +45,8 @@ started=$SECONDS
 for seed in $(seq 0 $((SEEDS - 1))); do
   for loss in $OBJECTIVES; do
     run=$OUT/runs/$loss-s$seed
-    lr=()
-    [[ -n ${LR[$loss]:-} ]] && lr=(--lr "${LR[$loss]}")
     echo "train $run" >&2
-    "${LOSSXFER[@]}" train "${SOURCE[@]}" --loss "$loss" --seed "$seed" "${epochs[@]}" "${lr[@]}" \
+    "${LOSSXFER[@]}" train "${SOURCE[@]}" --loss "$loss" --seed "$seed" "${epochs[@]}" \
       -o "$run" --resume -q
     step "$run/source.h5" "${LOSSXFER[@]}" extract "$run/model.safetensors" "${SOURCE[@]}" \
       --split test --layers all -o "$run/source.h5" -q

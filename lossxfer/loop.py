@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lossxfer.backend import cpu_threads
+from lossxfer.backend import cpu_threads, sgd
 from lossxfer.data import Split
 from lossxfer.distributed import Dist, rescale_step
 from lossxfer.errors import DivergedError, Interrupted, Preempted, UsageError
@@ -43,9 +43,10 @@ EVAL_BATCH = 512
 class OptimConfig:
     """Optimisation hyperparameters (REFERENCE.md §2's recipe, scaled down by default).
 
-    lr None means the linear scaling rule 0.1 × batch/256. Batch 32 and 10 epochs suit small
-    data: smallcnn reaches ≥ 97% on digits with every objective but squared_error (which needs
-    --lr ≈ 5e-4); ImageNet-scale runs set the batch (the paper: 4096, 90 epochs). Weight decay
+    lr None means the linear scaling rule 0.1 × batch/256 times the objective's `lr_scale`
+    (squared_error's loss is far larger than cross-entropy's: 0.016, docs/method.md §1). Batch
+    32 and 10 epochs suit small data: smallcnn reaches ≥ 97% on digits with every objective at
+    these defaults; ImageNet-scale runs set the batch (the paper: 4096, 90 epochs). Weight decay
     defaults to the paper's 8e-5 and never applies to BatchNorm parameters or biases (any
     parameter with ndim ≤ 1).
     `steps`, when given, replaces `epochs` as the schedule length. `ema` is the decay of the
@@ -150,7 +151,10 @@ def fit(
     if n < dist.world_size:
         raise UsageError(f"{label}: {n} training rows cannot feed {dist.world_size} processes")
     global_batch = optim.batch_size * dist.world_size
-    base_lr = optim.base_lr * dist.world_size  # linear scaling rule: lr ∝ global batch
+    # --lr as given, else the objective's scale of the default rate (docs/method.md §1); then
+    # the linear scaling rule: lr ∝ global batch
+    scale = objective.lr_scale if optim.lr is None else 1.0
+    base_lr = optim.base_lr * scale * dist.world_size
     per_epoch = max(1, n // global_batch)  # drop the last partial batch
     total = optim.steps if optim.steps is not None else optim.epochs * per_epoch
     epochs = math.ceil(total / per_epoch)
@@ -161,7 +165,7 @@ def fit(
         network.to(memory_format=torch.channels_last)
     if freeze_backbone:
         network.backbone.requires_grad_(False)
-    optimizer = torch.optim.SGD(
+    optimizer = sgd(  # torch's SGD, without importing torch._dynamo (seconds of start-up)
         _param_groups(network, optim.weight_decay),
         lr=base_lr,
         momentum=optim.momentum,

@@ -176,6 +176,16 @@ def test_resolved_lr_is_recorded_when_not_given(tmp_path: Path) -> None:
     assert record.model["training"]["lr"] == pytest.approx(optim.base_lr)  # used
 
 
+def test_default_lr_is_scaled_by_the_objective(tmp_path: Path) -> None:
+    """squared_error's default rate is 0.016 × the scaling rule's; an explicit --lr is not."""
+    optim = OptimConfig(epochs=1, batch_size=8, lr=None)
+    record = train(config(optim=optim, loss="squared_error"), tmp_path / "default")
+    assert record.model["training"]["lr"] == pytest.approx(0.016 * 0.1 * 8 / 256)
+    optim = OptimConfig(epochs=1, batch_size=8, lr=0.001)
+    record = train(config(optim=optim, loss="squared_error"), tmp_path / "given")
+    assert record.model["training"]["lr"] == pytest.approx(0.001)
+
+
 class NanFromStep(Softmax):
     """Softmax whose loss turns NaN from the 5th call (epoch 2, step 2 with 3 steps/epoch)."""
 

@@ -262,12 +262,17 @@ def run_on_ranks(
             ui.emit(result, render=render)
 
 
-def data_spec(text: str) -> DataSpec:
+def data_spec(text: str, check_folder: bool = False) -> DataSpec:
     """Parse `--data`; a dataset named without a folder is looked for in $LOSSXFER_DATA_ROOT/NAME.
 
-    Here, not in the library, because only the CLI reads the environment."""
+    Here, not in the library, because only the CLI reads the environment. `check_folder`: a
+    missing dataset folder is an input error now (exit 3), before torch is imported."""
     import os
 
     from lossxfer.data import DataSpec
+    from lossxfer.errors import InputError
 
-    return DataSpec.parse(text, default_root=os.environ.get("LOSSXFER_DATA_ROOT"))
+    spec = DataSpec.parse(text, default_root=os.environ.get("LOSSXFER_DATA_ROOT"))
+    if check_folder and spec.root is not None and not os.path.exists(spec.root):
+        raise InputError(f"--data {text}: no such file or folder {spec.root}")
+    return spec

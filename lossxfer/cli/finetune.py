@@ -82,7 +82,7 @@ def finetune(
             "biases (default: 0,1e-4).",
         ),
     ] = None,
-    epochs: Annotated[int, typer.Option("--epochs", help="Epochs per grid cell.")] = 10,
+    epochs: Annotated[int, typer.Option("--epochs", help="Epochs per grid cell.", min=1)] = 10,
     steps: Annotated[
         int | None, typer.Option("--steps", help="Steps per grid cell (replaces --epochs).")
     ] = None,
@@ -117,23 +117,34 @@ def finetune(
     by the world size; rank 0 writes and prints.
     """
     from lossxfer.classes import parse_classes
-    from lossxfer.finetune import FinetuneConfig
-    from lossxfer.finetune import finetune as run_finetune
     from lossxfer.labelmap import canonical
-    from lossxfer.loop import RunOptions
     from lossxfer.objectives import make_objective, parse_loss_opts
     from lossxfer.rundir import finetune_dir
+    from lossxfer.sniff import expect
 
+    # Everything that can be checked without torch first, so a typo costs a fraction of a second
     ids = parse_classes(classes)
+    loss_opts = parse_loss_opts(loss_opt)
+    make_objective(loss, loss_opts)  # option typos: exit 2 before any data is loaded
+    mapping = canonical(label_map)
+    lrs = parse_floats("--lr", lr, "0.1,0.01,0.001")
+    weight_decays = parse_floats("--weight-decay", weight_decay, "0,1e-4")
+    expect(checkpoint, "checkpoint")
+    spec = data_spec(data, check_folder=True)
+    finetune_dir(out).start(resume, force)  # refuse a clobber before any import of torch
+    from lossxfer.finetune import FinetuneConfig
+    from lossxfer.finetune import finetune as run_finetune
+    from lossxfer.loop import RunOptions
+
     config = FinetuneConfig(
         checkpoint=str(checkpoint),
-        data=str(data_spec(data)),
+        data=str(spec),
         classes=tuple(ids) if ids is not None else None,
-        label_map=canonical(label_map),
+        label_map=mapping,
         loss=loss,
-        loss_opts=parse_loss_opts(loss_opt),
-        lrs=parse_floats("--lr", lr, "0.1,0.01,0.001"),
-        weight_decays=parse_floats("--weight-decay", weight_decay, "0,1e-4"),
+        loss_opts=loss_opts,
+        lrs=lrs,
+        weight_decays=weight_decays,
         epochs=epochs,
         steps=steps,
         batch_size=batch_size,
@@ -146,8 +157,6 @@ def finetune(
         run=RunOptions(device, seed, deterministic, False, workers, cpu_threads_option(threads)),
     )
     config.check()
-    make_objective(loss, config.loss_opts)  # option typos: exit 2 before any data is loaded
-    finetune_dir(out).start(resume, force)  # refuse a clobber before any import of torch
     run_on_ranks(
         device,
         (json_, quiet, debug),

@@ -68,12 +68,13 @@ ValFractionOpt = Annotated[
 ]
 SplitSeedOpt = Annotated[int, typer.Option("--split-seed", help="Seed of the validation split.")]
 BatchOpt = Annotated[
-    int, typer.Option("--batch-size", help="Batch size (per process under torchrun).")
+    int, typer.Option("--batch-size", help="Batch size (per process under torchrun).", min=1)
 ]
-MomentumOpt = Annotated[float, typer.Option("--momentum", help="SGD momentum.")]
+MomentumOpt = Annotated[float, typer.Option("--momentum", help="SGD momentum.", min=0, max=1)]
 NesterovOpt = Annotated[bool, typer.Option("--nesterov/--no-nesterov", help="Nesterov momentum.")]
 WarmupOpt = Annotated[
-    float, typer.Option("--warmup-epochs", help="Linear warm-up length, then cosine decay.")
+    float,
+    typer.Option("--warmup-epochs", help="Linear warm-up length, then cosine decay.", min=0),
 ]
 WorkersOpt = Annotated[
     int, typer.Option("--workers", help="DataLoader workers (in-memory data needs none).")
@@ -105,7 +106,7 @@ def train(
     loss_opt: LossOptsOpt = None,
     classes: ClassesOpt = None,
     label_map: LabelMapOpt = None,
-    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 10,
+    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.", min=1)] = 10,
     batch_size: BatchOpt = 32,
     lr: Annotated[
         float | None,
@@ -113,6 +114,7 @@ def train(
             "--lr",
             help="Peak learning rate (default: 0.1 × batch/256 × the objective's lr scale; "
             "`lossxfer objectives` lists the scales).",
+            min=0,
         ),
     ] = None,
     momentum: MomentumOpt = 0.9,
@@ -122,12 +124,15 @@ def train(
         typer.Option(
             "--weight-decay",
             help="L2 on weights only, not BatchNorm parameters or biases (paper: 8e-5).",
+            min=0,
         ),
     ] = 8e-5,
     warmup_epochs: WarmupOpt = 1.0,
     ema: Annotated[
         float,
-        typer.Option("--ema", help="Evaluate an EMA of the weights with this decay (0: off)."),
+        typer.Option(
+            "--ema", help="Evaluate an EMA of the weights with this decay (0: off).", min=0, max=1
+        ),
     ] = 0.0,
     val_fraction: ValFractionOpt = 0.1,
     split_seed: SplitSeedOpt = 0,
@@ -152,17 +157,24 @@ def train(
     from lossxfer.labelmap import canonical
     from lossxfer.objectives import make_objective, parse_loss_opts
     from lossxfer.rundir import train_dir
+
+    # Everything that can be checked without torch first, so a typo costs a fraction of a second
+    ids = parse_classes(classes)
+    loss_opts = parse_loss_opts(loss_opt)
+    make_objective(loss, loss_opts)  # option typos: exit 2 before any data is loaded
+    mapping = canonical(label_map)
+    spec = data_spec(data, check_folder=True)
+    train_dir(out).start(resume, force)  # refuse a clobber before any import of torch
     from lossxfer.train import OptimConfig, RunOptions, TrainConfig
     from lossxfer.train import train as run_train
 
-    ids = parse_classes(classes)
     config = TrainConfig(
-        data=str(data_spec(data)),
+        data=str(spec),
         arch=arch,
         loss=loss,
-        loss_opts=parse_loss_opts(loss_opt),
+        loss_opts=loss_opts,
         classes=tuple(ids) if ids is not None else None,
-        label_map=canonical(label_map),
+        label_map=mapping,
         val_fraction=val_fraction,
         split_seed=split_seed,
         optim=OptimConfig(
@@ -178,8 +190,6 @@ def train(
         run=RunOptions(device, seed, deterministic, compile_, workers, cpu_threads_option(threads)),
     )
     config.optim.check()
-    make_objective(loss, config.loss_opts)  # option typos: exit 2 before any data is loaded
-    train_dir(out).start(resume, force)  # refuse a clobber before any import of torch
     run_on_ranks(
         device,
         (json_, quiet, debug),
