@@ -291,7 +291,8 @@ def main() -> None:
     with threadpool_limits(args.threads), tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         blas = {i.get("internal_api"): i.get("num_threads") for i in threadpool_info()}
         print(
-            f"{os.cpu_count()} CPUs, BLAS threads {blas} on every side; load {os.getloadavg()}",
+            f"{os.cpu_count()} CPUs, BLAS threads {blas} on every side; load {os.getloadavg()}; "
+            f"times in {'CPU' if args.cpu_time else 'wall'} seconds",
             flush=True,
         )
         args.peak64, args.peak32 = (

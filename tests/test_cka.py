@@ -293,13 +293,26 @@ def test_block_size_does_not_change_the_answer(pair, estimator: str) -> None:  #
 
 
 @pytest.mark.parametrize(
-    ("estimator", "suffix"), [("linear", ".h5"), ("debiased", ".json"), ("minibatch", ".h5")]
+    ("estimator", "suffix", "precision"),
+    [
+        ("linear", ".h5", "exact"),
+        ("debiased", ".json", "exact"),
+        ("minibatch", ".h5", "exact"),
+        ("debiased", ".h5", "mixed"),
+    ],
 )
 def test_shards_merge_to_the_unsharded_result(
-    pair, tmp_path: Path, estimator: str, suffix: str
+    pair, tmp_path: Path, estimator: str, suffix: str, precision: str
 ) -> None:  # type: ignore[no-untyped-def]
     path_a, path_b, _, _ = pair
-    base = CkaConfig(str(path_a), str(path_b), estimator=estimator, batch_size=8, block_rows=5)
+    base = CkaConfig(
+        str(path_a),
+        str(path_b),
+        estimator=estimator,
+        batch_size=8,
+        block_rows=5,
+        precision=precision,
+    )
     whole = run_cka(base)
     parts = []
     for i in range(3):
@@ -308,6 +321,7 @@ def test_shards_merge_to_the_unsharded_result(
     merged = merge_shards(parts[::-1])
     np.testing.assert_allclose(matrix(merged), matrix(whole), rtol=1e-12, atol=1e-14)
     assert merged.metrics["layers_a"] == whole.metrics["layers_a"]
+    assert merged.metrics["precision"] == whole.metrics["precision"] == precision
     assert merged.model == whole.model and merged.metrics["model_b"] == whole.metrics["model_b"]
     with pytest.raises(InputError, match="no shard"):
         merge_shards(parts[:2])
@@ -325,6 +339,9 @@ def test_merge_refuses_incompatible_shards(pair, tmp_path: Path) -> None:  # typ
         merge_shards([p0, write_shard(deb, tmp_path / "p1.h5")])
     with pytest.raises(InputError, match=r"layers_b|widths_b|identity"):
         merge_shards([p0, write_shard(other, tmp_path / "p2.json")])
+    mixed = compute_shard(CkaConfig(str(path_a), str(path_b), precision="mixed", shard=(1, 2)))
+    with pytest.raises(InputError, match="'precision' \\('mixed' vs 'exact'\\)"):
+        merge_shards([p0, write_shard(mixed, tmp_path / "p3.h5")])
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"format": "lossxfer.result/1"}))
     with pytest.raises(InputError, match=r"expected lossxfer\.cka-shard"):

@@ -54,6 +54,7 @@ def compute_shard(config: CkaConfig, progress: ProgressFn | None = None) -> Shar
         stores = job.stores()
         meta = {
             "estimator": config.estimator,
+            "precision": config.precision,
             "split": config.split,
             "layers_a": job.layers_a,
             "layers_b": job.layers_b,
@@ -203,11 +204,12 @@ def merge_shards(paths: list[Path], progress: ProgressFn | None = None) -> Resul
     shards = [read_shard(p) for p in paths]
     first, where = shards[0].meta, paths[0]
     for path, shard in zip(paths[1:], shards[1:], strict=True):
-        for key in (*_SAME, *_SAME_MORE):
-            if shard.meta[key] != first[key]:
+        for key in (*_SAME, *_SAME_MORE, "precision"):
+            mine, theirs = shard.meta.get(key, "exact"), first.get(key, "exact")  # 0.1 shards
+            if mine != theirs:
                 raise InputError(
                     f"{path}: shard differs from {where} in {key!r} "
-                    f"({shard.meta[key]!r} vs {first[key]!r}); not parts of one computation"
+                    f"({mine!r} vs {theirs!r}); not parts of one computation"
                 )
         for name, value in shards[0].fixed.items():
             if name not in shard.fixed or not np.array_equal(shard.fixed[name], value):
