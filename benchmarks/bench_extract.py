@@ -1,4 +1,4 @@
-"""Extraction speed and memory (DESIGN.md §5: ratios printed, never asserted in tests).
+"""Extraction speed and memory (docs/benchmarks.md: ratios printed, never asserted in tests).
 
 1. Throughput: `extract` rows/s over the bare forward-pass rate of the same network on the same
    images (batches prepared beforehand, inference mode, no hooks, no I/O), for smallcnn on

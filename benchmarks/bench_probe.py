@@ -1,6 +1,6 @@
 """Linear probe: our 45-point L-BFGS sweep against scikit-learn's on the same features.
 
-Both run the protocol of REFERENCE.md §4 in this process on the same synthetic penultimate-like
+Both run the protocol of docs/method.md §4 in this process on the same synthetic penultimate-like
 features (class means in a low-dimensional latent space, random projection, ReLU): sweep the λ
 grid from strong to weak with warm starts on the fit rows, choose λ by validation top-1 (ties →
 strongest), refit on train (fit + val) from the chosen solution, score test. scikit-learn's

@@ -1,4 +1,4 @@
-"""Checkpoints: safetensors weights plus self-describing metadata (DESIGN.md §2).
+"""Checkpoints: safetensors weights plus self-describing metadata (docs/formats.md).
 
 A checkpoint alone rebuilds its model: the metadata names the architecture, the objective and
 its options (which build the head), the class count and the input spec. Loading is strict (a

@@ -1,4 +1,4 @@
-"""Dataset specs, splits and class subsets (DESIGN.md §3).
+"""Dataset specs, splits and class subsets (docs/cli.md).
 
 A data spec is a string: `digits`, `synthetic[:k=v,...]`, or `NAME[:ROOT]` for a file-backed
 dataset (`cifar10:ROOT`, `mnist`, ..., `idx:DIR`, `imagefolder:PATH`; without ROOT, the caller's

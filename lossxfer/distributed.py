@@ -1,5 +1,5 @@
 """Data-parallel training under `torchrun`: the launch context and the few collectives the loop
-needs (DESIGN.md §3, `train`).
+needs (docs/cli.md, `train`).
 
 Two objects. `DistContext` is what the launcher said (rank, world size, local rank); the CLI
 builds it with `DistContext.from_env(os.environ)` — the library itself reads no environment.

@@ -1,4 +1,4 @@
-"""One error hierarchy; each class carries the exit code of DESIGN.md §4.
+"""One error hierarchy; each class carries the exit code of docs/cli.md, "Exit status".
 
 The CLI maps any LossxferError to one line on stderr and its exit code; anything else is an
 internal error (exit 1). Library code raises these and never exits.

@@ -1,7 +1,7 @@
-"""Activation extraction: checkpoint + data → HDF5 activation store (DESIGN.md §2–3).
+"""Activation extraction: checkpoint + data → HDF5 activation store (docs/formats.md).
 
 The model is rebuilt from the checkpoint alone and run in eval mode under inference mode;
-forward hooks on the named layers (REFERENCE.md §3) pool each activation (global average or
+forward hooks on the named layers (docs/method.md §3) pool each activation (global average or
 flatten) and cast it on the device. A three-stage pipeline keeps the forward pass busy: a
 background thread prepares the next batch while the network runs, and another writes finished
 rows to HDF5. Both hand over through queues of two items, so memory does not grow with N.

@@ -1,4 +1,4 @@
-"""Fine-tuning (REFERENCE.md §4): a checkpoint's backbone, a new head, a lr × weight-decay grid.
+"""Fine-tuning (docs/method.md §4): a checkpoint's backbone, a new head, a lr × weight-decay grid.
 
 Each grid cell trains the whole network (or, with `freeze_backbone`, the head only, the backbone
 in eval mode: the SGD linear probe) on the train split with `train.fit` — the same loop as

@@ -1,4 +1,4 @@
-"""Names and versions of lossxfer's file formats (DESIGN.md §2), and the one check for them."""
+"""Names and versions of lossxfer's file formats (docs/formats.md), and the one check for them."""
 
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ EVAL_BATCH = 512
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """Optimisation hyperparameters (REFERENCE.md §2's recipe, scaled down by default).
+    """Optimisation hyperparameters (docs/method.md §2's recipe, scaled down by default).
 
     lr None means the linear scaling rule 0.1 × batch/256 times the objective's `lr_scale`
     (squared_error's loss is far larger than cross-entropy's: 0.016, docs/method.md §1). Batch
@@ -322,7 +322,7 @@ def evaluate(
 
 
 def _param_groups(network: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weights decay; BatchNorm parameters and biases (ndim ≤ 1) do not (REFERENCE.md §2)."""
+    """Weights decay; BatchNorm parameters and biases (ndim ≤ 1) do not (docs/method.md §2)."""
     params = [p for p in network.parameters() if p.requires_grad]
     return [
         {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},

@@ -1,4 +1,4 @@
-"""Architectures (REFERENCE.md §3): a registry of backbone builders, and the full network.
+"""Architectures (docs/method.md §3): a registry of backbone builders, and the full network.
 
 A backbone maps images to the penultimate features x and exposes its named layers (`stem`,
 `block1`…`blockN`) for forward hooks; the objective builds the head, so `Network` = backbone +

@@ -12,7 +12,7 @@ class Backbone(nn.Module):
     """Images → penultimate features (N × feature_dim), with hookable named layers.
 
     Subclasses build `stem`, `blocks` (in forward order) and `pool`; the forward pass and the
-    layer names (`stem`, `block1`…`blockN`, REFERENCE.md §3) are the same for all of them.
+    layer names (`stem`, `block1`…`blockN`, docs/method.md §3) are the same for all of them.
     """
 
     feature_dim: int
@@ -49,7 +49,7 @@ class Network(nn.Module):
         return list(self.named_layers())
 
     def named_layers(self) -> dict[str, nn.Module]:
-        """Every named layer (REFERENCE.md §3) → the module whose output is its activation."""
+        """Every named layer (docs/method.md §3) → the module whose output is its activation."""
         return {**self.backbone.named_layers(), "penultimate": self.backbone, "logits": self.head}
 
 
@@ -79,7 +79,7 @@ class ResNet(Backbone):
     """A torchvision ResNet as a backbone: stem → residual blocks → final ReLU → global avg pool.
 
     Post-activation ResNet v1 with the stride of a downsampling bottleneck in its 3×3 conv
-    (torchvision's layout, which it calls "v1.5"; this is REFERENCE.md §2's "ResNet-50 v1 (stride
+    (torchvision's layout, which it calls "v1.5"; this is docs/method.md §2's "ResNet-50 v1 (stride
     2 in the 3×3 conv)", as in the paper's released code). Paper init: the last BatchNorm γ of
     every residual block starts at zero; BatchNorm momentum 0.1 (PyTorch convention = TF 0.9),
     eps 1e-5. Inputs ≤ 64 px get the CIFAR stem (3×3 conv, stride 1, no max pool), larger ones

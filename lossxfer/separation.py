@@ -2,7 +2,7 @@
 
 Per layer, from one pass over row blocks of an activation store (float64 accumulation):
 
-- R² (REFERENCE.md §6) on L2-normalised rows x̂, classes weighted equally, self-pairs included.
+- R² (docs/method.md §6) on L2-normalised rows x̂, classes weighted equally, self-pairs included.
   With μ_k the mean of x̂ over class k: d̄_within = 1 − (1/K)Σ_k‖μ_k‖², d̄_total =
   1 − ‖(1/K)Σ_k μ_k‖², R² = 1 − d̄_within/d̄_total; class k's own within-class distance is
   1 − ‖μ_k‖². Memory O(K·D). Rows of all zeros have no direction: they are counted

@@ -1,4 +1,4 @@
-"""The HDF5 activation store (DESIGN.md §2): one file per (checkpoint, dataset).
+"""The HDF5 activation store (docs/formats.md): one file per (checkpoint, dataset).
 
 Layout: root attrs describe provenance; `/<split>/labels` and `/<split>/index` (int64, N) and one
 `/<split>/<layer>` dataset (N × D, float32 or float16, chunked by rows) per layer. Writers stream

@@ -1,4 +1,4 @@
-"""Image transforms (REFERENCE.md §2).
+"""Image transforms (docs/method.md §2).
 
 Large images (> 64 px): Inception-style random resized crop (area 0.08–1, aspect 3/4–4/3),
 horizontal flip and bicubic resize for training; resize then centre crop keeping 87.5% of the

@@ -1,4 +1,4 @@
-"""CKA against brute-force float64 Gram formulas written here from REFERENCE.md §5."""
+"""CKA against brute-force float64 Gram formulas written here from docs/method.md §5."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from lossxfer.similarity import CkaConfig, compute_shard, merge_shards, run_cka,
 from lossxfer.similarity.run import batch_plan
 from lossxfer.store import LayerSpec, StoreWriter
 
-# -- brute force (REFERENCE.md §5), float64, n × n Grams ---------------------------------------
+# -- brute force (docs/method.md §5), float64, n × n Grams ---------------------------------------
 
 
 def gram(x: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The nine objectives (REFERENCE.md §1) against float64 references written out by hand."""
+"""The nine objectives (docs/method.md §1) against float64 references written out by hand."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ PAPER_ORDER = [
     "squared_error",
 ]
 
-# REFERENCE.md §1 defaults (label_smoothing.rescale: the released code's 1/(1−α) factor).
+# docs/method.md §1 defaults (label_smoothing.rescale: the released code's 1/(1−α) factor).
 DEFAULTS = {
     "softmax": {"temperature": 1.0},
     "label_smoothing": {"alpha": 0.1, "rescale": True},

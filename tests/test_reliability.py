@@ -1,6 +1,6 @@
 """The bad-input matrix: every verb × every input it reads × every way that input can be bad.
 
-Each cell runs the CLI in-process on one broken input and asserts the contract of DESIGN.md §4:
+Each cell runs the CLI in-process on one broken input and asserts the contract of docs/cli.md:
 the documented exit code, exactly one line on stderr (`lossxfer: error: …`) that names the
 offending file or option, no traceback, and no output created or modified (an existing output
 given with --force is kept byte for byte, and no `.*.tmp` file is left beside it).

@@ -44,7 +44,7 @@ def clustered(rng: np.random.Generator, sizes: list[int], dim: int, spread: floa
 
 
 def brute_r2(x: np.ndarray, labels: np.ndarray) -> tuple[float, float, float, dict[int, float]]:
-    """REFERENCE.md §6 by its definition: mean (1 − cos) over all pairs, self-pairs included."""
+    """docs/method.md §6 by its definition: mean (1 − cos) over all pairs, self-pairs included."""
     x = x.astype(np.float64)
     u = x / np.linalg.norm(x, axis=1, keepdims=True)
     dist = 1.0 - u @ u.T

@@ -331,3 +331,19 @@ def test_progress_on_a_terminal_stays_off_stdout(tmp_path: Path) -> None:
     os.close(master)
     assert json.loads(proc.stdout)["kind"] == "separation"
     assert b"separation" in b"".join(terminal)  # the bar was drawn, on the terminal
+
+
+def test_docs_stand_alone_and_method_citations_resolve() -> None:
+    """Help, man pages, docs and comments cite docs/method.md, never files outside the
+    repository, and every `docs/method.md §N` they cite exists."""
+    sections = set(re.findall(r"^## §(\d+)", (REPO / "docs" / "method.md").read_text(), re.M))
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
+                             check=True).stdout.split()  # fmt: skip
+    for name in tracked:
+        path = REPO / name
+        if name == "CHANGELOG.md" or path.suffix not in {".py", ".md", ".1", ".sh", ".sbatch"}:
+            continue
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"REFERENCE\.md|DESIGN\.md|\.\./shared", text), name
+        for cited in re.findall(r"docs/method\.md §(\d+)", text):
+            assert cited in sections, (name, cited)

@@ -1,4 +1,4 @@
-"""The Typer application and the entry point that maps errors to exit codes (DESIGN.md §4)."""
+"""The Typer application and the entry point that maps errors to exit codes (docs/cli.md)."""
 
 from __future__ import annotations
 
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         code = exc.exit_code
     except ClickUsageError as exc:
-        # One line, like every other error (DESIGN.md §4), with where to find the usage.
+        # One line, like every other error (docs/cli.md, "Exit status"), and where to look.
         hint = f" (see '{exc.ctx.command_path} -h')" if exc.ctx is not None else ""
         _error(exc.format_message() + hint)
         code = exc.exit_code

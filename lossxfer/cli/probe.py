@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from lossxfer.results import Result
 
 HELP = """\
-Linear, ridge and kNN transfer probes of stored layers (Kornblith et al. 2021, REFERENCE.md §4).
+Linear, ridge and kNN transfer probes of stored layers (Kornblith et al. 2021, docs/method.md §4).
 
 Protocol: fit on train, choose the hyperparameter on val (the store's val split, else a \
 stratified --val-fraction held out of train with --seed), refit on train + val, report top-1 \

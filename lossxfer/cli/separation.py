@@ -29,7 +29,7 @@ HELP = """\
 Class separation R² and representation statistics of stored layers (one streamed pass).
 
 On L2-normalised rows x̂ with μ_k the mean of x̂ over class k (K classes weighted equally, \
-self-pairs included; Kornblith et al. 2021, REFERENCE.md §6): \
+self-pairs included; Kornblith et al. 2021, docs/method.md §6): \
 d̄_within = 1 − (1/K)Σ‖μ_k‖², d̄_total = 1 − ‖(1/K)Σμ_k‖², R² = 1 − d̄_within/d̄_total. \
 Rows of all zeros have no direction: they are counted and left out of R², with a warning.
 

@@ -27,7 +27,7 @@ from lossxfer.datasets.base import (
 )
 
 # ---------------------------------------------------------------------------------------------
-# Natural-image sets read from their split lists (224 px, REFERENCE.md §2 transforms).
+# Natural-image sets read from their split lists (224 px, docs/method.md §2 transforms).
 
 
 def _download_tv(name: str, tv_class: str, root: Path, **kwargs: Any) -> None:

@@ -1,4 +1,4 @@
-"""Fused CuPy kernels for CKA (REFERENCE.md §5); imported only by the `cupy` backend.
+"""Fused CuPy kernels for CKA (docs/method.md §5); imported only by the `cupy` backend.
 
 Each kernel replaces a chain of whole-matrix numpy-style passes by one pass over the matrix:
 - `to_float64`: upload-side cast and shift, float32 rows → float64 (x − shift);

@@ -1,4 +1,4 @@
-"""The nine objectives of REFERENCE.md §1, one registry keyed by name.
+"""The nine objectives of docs/method.md §1, one registry keyed by name.
 
 Importing this package registers every objective; torch is imported only when a head or loss
 is built. The registry lists them in the paper's order, which is the import order below.

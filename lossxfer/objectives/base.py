@@ -35,7 +35,7 @@ class Objective:
     lr_scale: ClassVar[float] = 1.0
 
     def build_head(self, in_features: int, num_classes: int) -> nn.Linear:
-        """The final layer: N(0, 0.01²) weights, zero bias (REFERENCE §2).
+        """The final layer: N(0, 0.01²) weights, zero bias (docs/method.md §2).
 
         Always an nn.Linear (or subclass), so every checkpoint stores the head as weight, bias.
         """

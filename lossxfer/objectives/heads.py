@@ -2,7 +2,7 @@
 
 Imported lazily inside `build_head`. Both heads subclass nn.Linear so every objective's head
 keeps the state-dict keys `weight` (K × D) and `bias` (K), and the paper initialisation
-(REFERENCE.md §2). The head's output is the `logits` layer that extraction hooks.
+(docs/method.md §2). The head's output is the `logits` layer that extraction hooks.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from torch import nn
 
 
 def paper_init(layer: nn.Linear) -> nn.Linear:
-    """Weights N(0, 0.01²), bias 0: the final-layer initialisation of REFERENCE.md §2."""
+    """Weights N(0, 0.01²), bias 0: the final-layer initialisation of docs/method.md §2."""
     nn.init.normal_(layer.weight, mean=0.0, std=0.01)
     nn.init.zeros_(layer.bias)
     return layer
 
 
 class DropoutLinear(nn.Linear):
-    """Linear layer on dropout(x): penultimate dropout in training only (REFERENCE.md §1).
+    """Linear layer on dropout(x): penultimate dropout in training only (docs/method.md §1).
 
     Inverted dropout (kept units scaled by 1/keep_prob), as tf.nn.dropout in the released code,
     so evaluation is the plain linear layer.
@@ -39,7 +39,7 @@ class DropoutLinear(nn.Linear):
 
 
 class CosineLinear(nn.Linear):
-    """Cosine-softmax logits (REFERENCE.md §1 `cosine_softmax`), returned already scaled by 1/τ.
+    """Cosine-softmax logits (docs/method.md §1 `cosine_softmax`), returned already scaled by 1/τ.
 
     paper:    z_k = cos(x, W_k) / τ + b_k      (x and each class row W_k L2-normalised)
     released: z_k = (x · W_k/‖W_k‖ + b_k) / τ  (only W_k normalised; bias divided by τ too)

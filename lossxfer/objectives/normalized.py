@@ -1,6 +1,6 @@
 """Softmax cross-entropy on normalised logits: logit normalisation and cosine softmax.
 
-REFERENCE.md §1 rows `logit_normalization` and `cosine_softmax`.
+docs/method.md §1 rows `logit_normalization` and `cosine_softmax`.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class CosineSoftmax(Objective):
 
     name = "cosine_softmax"
     tau: float = 0.05
-    # "paper" (default): REFERENCE.md §1 as written; "released": the google-research code.
+    # "paper" (default): docs/method.md §1 as written; "released": the google-research code.
     variant: Literal["paper", "released"] = "paper"
 
     def __post_init__(self) -> None:

@@ -1,6 +1,6 @@
 """Softmax cross-entropy with a regulariser: final-layer L2, penultimate dropout, logit penalty.
 
-REFERENCE.md §1 rows `extra_final_layer_l2`, `dropout`, `logit_penalty`.
+docs/method.md §1 rows `extra_final_layer_l2`, `dropout`, `logit_penalty`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Sigmoid (one-vs-all binary) cross-entropy (REFERENCE.md §1, `sigmoid`)."""
+"""Sigmoid (one-vs-all binary) cross-entropy (docs/method.md §1, `sigmoid`)."""
 
 from __future__ import annotations
 

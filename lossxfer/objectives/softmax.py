@@ -1,4 +1,4 @@
-"""Softmax cross-entropy: plain with a temperature, and with label smoothing (REFERENCE.md §1)."""
+"""Softmax cross-entropy: plain with a temperature, and with label smoothing (docs/method.md §1)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class LabelSmoothing(Objective):
     name = "label_smoothing"
     reference = "Szegedy et al. 2016; Kornblith et al. 2021, Table 1"
     alpha: float = 0.1
-    # The released code weights the loss by 1/(1−α) (REFERENCE.md §1), so the paper's numbers
+    # The released code weights the loss by 1/(1−α) (docs/method.md §1), so the paper's numbers
     # were trained with it: default True. It only rescales the gradient (the effective learning
     # rate and its balance with weight decay), not the minimiser of the loss.
     rescale: bool = True
@@ -51,6 +51,6 @@ class LabelSmoothing(Objective):
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, head: nn.Module) -> torch.Tensor:
         import torch.nn.functional as F
 
-        # torch's label_smoothing is exactly the target (1−α)t + α/K of REFERENCE.md §1.
+        # torch's label_smoothing is exactly the target (1−α)t + α/K of docs/method.md §1.
         xent = F.cross_entropy(logits, targets, label_smoothing=self.alpha)
         return xent / (1 - self.alpha) if self.rescale else xent

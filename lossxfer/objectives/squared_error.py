@@ -1,4 +1,4 @@
-"""Rescaled squared error (REFERENCE.md §1, `squared_error`; Hui & Belkin 2021)."""
+"""Rescaled squared error (docs/method.md §1, `squared_error`; Hui & Belkin 2021)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class SquaredError(Objective):
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, head: nn.Module) -> torch.Tensor:
         import torch.nn.functional as F
 
-        # Summed over classes (no 1/K average), as the released code and REFERENCE.md §1. The
+        # Summed over classes (no 1/K average), as the released code and docs/method.md §1. The
         # other classes are masked rather than Σz² − z_y², which would cancel digits at z_y ≈ M.
         onehot = F.one_hot(targets, logits.shape[1]).to(logits.dtype)
         true_logit = (logits * onehot).sum(dim=1)

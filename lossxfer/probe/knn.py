@@ -1,4 +1,4 @@
-"""kNN probe (REFERENCE.md §4): cosine similarity, k and the vote chosen on validation.
+"""kNN probe (docs/method.md §4): cosine similarity, k and the vote chosen on validation.
 
 Rows are L2-normalised, so similarity is a matrix product. Queries are taken in blocks small
 enough that one block's similarities to the whole reference set fit in `budget` elements, and

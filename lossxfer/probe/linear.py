@@ -1,4 +1,4 @@
-"""Linear probe (REFERENCE.md §4): L2-regularised multinomial logistic regression by L-BFGS.
+"""Linear probe (docs/method.md §4): L2-regularised multinomial logistic regression by L-BFGS.
 
 For a grid value λ the objective is mean_i CE(W x_i + b, y_i) + λ/2 ‖W‖²_F with the bias not
 penalised, which is scikit-learn's LogisticRegression(C) at C = 1/(λ n). It is minimised on the
@@ -189,7 +189,7 @@ def linear_sweep(
     progress: ProgressFn = no_progress,
     label: str = "linear",
 ) -> dict[str, Any]:
-    """The protocol of REFERENCE.md §4: sweep `grid` on fit → val, choose λ, refit → test."""
+    """The protocol of docs/method.md §4: sweep `grid` on fit → val, choose λ, refit → test."""
     with one_thread_if_small(refit):
         fit_s, val_s = standardized(fit, val) if standardize else (fit, val)
         problem = LogisticProblem(fit_s, mixed)

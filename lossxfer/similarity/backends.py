@@ -3,7 +3,7 @@
 The estimators are written once against the operators the three array types share (`@`, `+=`,
 slicing, `.sum(0)`); a backend supplies only what differs: moving float32 rows to the device in
 float64, accumulating Gram products in place, centring a Gram matrix and the median.
-Every backend computes in float64 so that all of them agree to rounding (REFERENCE.md §5).
+Every backend computes in float64 so that all of them agree to rounding (docs/method.md §5).
 """
 
 from __future__ import annotations
@@ -292,7 +292,7 @@ def host_concat(parts: list[Any]) -> Any:
 
 
 def centre_generic(ops: Ops, k: Array, unbiased: bool) -> None:
-    """Centre a Gram matrix in place (REFERENCE.md §5).
+    """Centre a Gram matrix in place (docs/method.md §5).
 
     Biased: HKH. Unbiased (U-centring, Song et al. 2012 / Székely & Rizzo): zero the diagonal,
     subtract row and column sums / (m−2), add the total / ((m−1)(m−2)), zero the diagonal again;
