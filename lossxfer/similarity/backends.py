@@ -50,10 +50,12 @@ class NumpyOps:
     def load_layers(self, parts: list[Any], shift: Array, dtype: str = "float64") -> Array:
         """One block's layers side by side minus `shift`, written straight into one array.
 
-        The subtraction is done in float64 and rounded once to `dtype`.
+        The difference is rounded once to `dtype` (for float32, `shift` holds float32 values,
+        so subtracting in float32 rounds exactly as float64 then rounding would).
         """
         np = self.np
         z = np.empty((parts[0].shape[0], shift.shape[0]), dtype=dtype)
+        shift = shift.astype(dtype, copy=False)
         lo = 0
         for x in parts:
             np.subtract(x, shift[lo : lo + x.shape[1]], out=z[:, lo : lo + x.shape[1]])

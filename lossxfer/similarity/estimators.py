@@ -69,6 +69,10 @@ class Streaming:
     ) -> None:
         self.ops, self.layout, self.debiased = ops, layout, debiased
         self.dtype = "float32" if precision == "mixed" else "float64"
+        if precision == "mixed":  # any shift is exact; a float32 one subtracts in float32
+            shift_a, shift_b = (
+                None if s is None else _float32_values(s) for s in (shift_a, shift_b)
+            )
         self.shift_a = ops.load(shift_a)
         self.shift_b = None if shift_b is None else ops.load(shift_b)
         pa = sum(layout.widths_a)
@@ -128,6 +132,11 @@ class Streaming:
 
     def export(self) -> Sums:
         return {name: self.ops.numpy(v) for name, v in self.sums.items()}
+
+
+def _float32_values(shift: Any) -> np.ndarray:
+    """The shift rounded to the nearest float32 values, kept as float64."""
+    return np.asarray(shift, dtype=np.float64).astype(np.float32).astype(np.float64)
 
 
 def _indicator(widths: tuple[int, ...]) -> np.ndarray:
