@@ -85,8 +85,10 @@ def sniff(path: str | os.PathLike[str]) -> str:
         raise InputError(f"{p}: cannot read: {exc.strerror or exc}") from None
     if head[:8] == HDF5_SIGNATURE:
         return "store"
-    if head[:4] == ZIP_SIGNATURE or head[:1] == b"\x80":  # zip container or pickle protocol ≥ 2
+    if head[:4] == ZIP_SIGNATURE:  # torch.save's zip container
         return "pickle"
+    # Safetensors before a bare pickle: a header length whose low byte is 0x80 (1 in 256)
+    # starts with the pickle protocol marker, but a pickle has no JSON at byte 8.
     if len(head) > 8 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] > 1:
         try:
             fmt = str(safetensors_header(p, whole=False).get("__metadata__", {}).get("format", ""))
@@ -95,6 +97,8 @@ def sniff(path: str | os.PathLike[str]) -> str:
         if fmt.startswith("lossxfer.") and "-state/" in fmt:  # lossxfer.train-state/1
             return "state"
         return "checkpoint" if fmt == CHECKPOINT else "safetensors"
+    if head[:1] == b"\x80":  # pickle protocol ≥ 2
+        return "pickle"
     if head.lstrip()[:1] in (b"{", b"["):
         return "result"
     return "unknown"

@@ -179,3 +179,20 @@ def test_metadata_header_is_plain_strings(tmp_path: Path) -> None:
     assert header["format"] == "lossxfer.checkpoint/1"
     assert json.loads(header["classes"]) == [0, 1, 2]
     assert all(isinstance(v, str) for v in header.values())
+
+
+def test_a_header_length_ending_in_0x80_is_not_taken_for_a_pickle(tmp_path: Path) -> None:
+    """The first byte of a safetensors file is the low byte of its header length: 0x80 (the
+    pickle protocol marker) for 1 file in 256; such a checkpoint was refused as pickled."""
+    from lossxfer.sniff import sniff
+
+    path = tmp_path / "x.safetensors"
+    for pad in range(300):
+        save_file({"w": torch.zeros(2)}, str(path), metadata={"format": "x", "pad": "p" * pad})
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    assert path.read_bytes()[:1] == b"\x80"
+    assert sniff(path) == "safetensors"
+    pickled = tmp_path / "p.pth"
+    torch.save({"w": torch.zeros(2)}, pickled, _use_new_zipfile_serialization=False)
+    assert pickled.read_bytes()[:1] == b"\x80" and sniff(pickled) == "pickle"

@@ -244,6 +244,46 @@ def test_train_killed_anywhere_resumes_to_identical_weights(tmp_path: Path) -> N
 
 
 @pytest.mark.slow
+def test_finetune_killed_anywhere_resumes_to_identical_result(ckpt: Path, tmp_path: Path) -> None:
+    """The same `finetune … --resume` line after every kill: no model or record until the run
+    is complete, and then exactly the uninterrupted run's."""
+    rng = random.Random(SEED + 4)
+    args = [ckpt, "--data", DATA, "--lr", "0.05,0.01", "--weight-decay", "0", "--epochs", 2,
+            "--batch-size", 4, "--seed", 2, "-q", "--device", "cpu"]  # fmt: skip
+    base = tmp_path / "base"
+    wall = timed(["finetune", *args, "-o", base])
+    reference = tensors(base / "model.safetensors")
+    # Renames of a whole run: 2 states per cell and the grid after each (6), the refit's 2
+    # states, the model and finetune.json (10); grid.state and the record are text writes.
+    kills = plan(rng, [("replace", 3)] * 3 + [("write_text", 2)], wall / 2, delays=2)
+    kills += [Kill("replace", 1, after=True), Kill(delay=0.0)]
+    run = tmp_path / "run"
+    injected = 0
+    for kill in [*kills, None]:
+        code = forked(["finetune", *args, "-o", run, "--resume"], kill)
+        if kill is None:
+            assert code == 0
+        elif code == KILLED:
+            injected += 1
+        else:
+            assert kill.what == "delay", f"{kill} did not land (exit {code})"
+        if (run / "model.safetensors").exists():
+            assert same_arrays(tensors(run / "model.safetensors"), reference), kill
+        if (run / "finetune.json").exists():
+            assert (run / "model.safetensors").exists()  # the record comes last
+        assert (
+            visible(run) <= {"cells", "model.safetensors", "finetune.json"}
+            if run.exists()
+            else True
+        )
+    assert injected >= 4, f"only {injected} of {len(kills)} kills landed"
+    assert visible(run) == {"model.safetensors", "finetune.json"}  # finished: cells/ removed
+    assert same_arrays(tensors(run / "model.safetensors"), reference)
+    done, ref = load_result(run / "finetune.json"), load_result(base / "finetune.json")
+    assert done.metrics == ref.metrics
+
+
+@pytest.mark.slow
 def test_extract_killed_anywhere_leaves_no_partial_store(ckpt: Path, tmp_path: Path) -> None:
     rng = random.Random(SEED + 1)
     args = [ckpt, "--data", DATA, "--split", "train,test", "--layers", "all", "--batch-size", 2,
