@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from lossxfer.activations import POOLS, QUEUE_DEPTH, hooked, resolve_layers, stream_rows
 from lossxfer.errors import InputError, UsageError
 from lossxfer.fsio import check_output, sha256
-from lossxfer.progress import ProgressFn, no_progress
+from lossxfer.progress import ProgressFn, Stages, no_progress
 from lossxfer.results import Result
 from lossxfer.shards import parse_shard, shard_range
 from lossxfer.store import LayerSpec, StoreWriter
@@ -72,6 +72,7 @@ def run_extract(config: ExtractConfig, progress: ProgressFn | None = None) -> Re
     from lossxfer.checkpoint import load_checkpoint
 
     started = time.perf_counter()
+    stages = Stages()
     check_output(config.out, config.force)
     shard = parse_shard(config.shard)
     _check_options(config)
@@ -79,6 +80,7 @@ def run_extract(config: ExtractConfig, progress: ProgressFn | None = None) -> Re
     device = resolve_device(config.device)
     network, meta = load_checkpoint(config.checkpoint)
     sha = sha256(config.checkpoint)
+    stages.done("load")
     data = _load_data(config, meta)
     layers = resolve_layers(network.layer_names(), config.layers, network.layer_names())
     splits = {name: data.split(name) for name in config.splits}
@@ -102,6 +104,7 @@ def run_extract(config: ExtractConfig, progress: ProgressFn | None = None) -> Re
     }
     if shard is not None:
         attrs["shard"] = {"index": shard[0], "count": shard[1], "split_rows": sizes}
+    stages.done("data")
     network = network.to(device).eval()
     report = progress or no_progress
     forward_s = 0.0
@@ -118,6 +121,8 @@ def run_extract(config: ExtractConfig, progress: ProgressFn | None = None) -> Re
                     network, split, lo, hi, w, name, layers, config, device, report
                 )
         stream_s = time.perf_counter() - streaming
+    stages.done("forward", forward_s)
+    stages.done("write", stream_s - forward_s)  # reading images and writing rows, beside it
     wall = time.perf_counter() - started
     total = sum(hi - lo for lo, hi in ranges.values())
     return Result(
@@ -133,7 +138,8 @@ def run_extract(config: ExtractConfig, progress: ProgressFn | None = None) -> Re
         dataset=data.describe(),
         timing={
             "wall_s": wall,
-            "rows_per_s": total / wall if wall else None,
+            # the rate of the extraction itself: not the imports, model and data set-up before it
+            "rows_per_s": total / stream_s if stream_s else None,
             "stream_s": stream_s,  # loading, forward passes and writing: wall_s less set-up
             "forward_s": forward_s,
             "device": str(device),

@@ -23,7 +23,7 @@ from lossxfer.fsio import sha256
 from lossxfer.loop import OptimConfig, RunOptions, evaluate, fit
 from lossxfer.models import build_network
 from lossxfer.objectives import make_objective
-from lossxfer.progress import ProgressFn
+from lossxfer.progress import ProgressFn, Stages
 from lossxfer.results import Result, load_result
 from lossxfer.rundir import RunDir, Start, check_same, train_dir
 
@@ -89,6 +89,7 @@ def train(
     if start is Start.DONE:
         return finished(paths, config)
     objective = make_objective(config.loss, config.loss_opts)  # a typo fails before any work
+    stages = Stages()
     classes = list(config.classes) if config.classes is not None else None
     if config.run.workers < 0:
         raise UsageError(f"--workers {config.run.workers}: must be 0 or more")
@@ -108,6 +109,7 @@ def train(
     for name, split in evaluation.items():
         if len(split) == 0:
             raise UsageError(f"--data {config.data}: the {name} split is empty")
+    stages.done("data")
     device = resolve_device(config.run.device)
     if dist.is_main and start is Start.FRESH:
         paths.clear()  # --force, or stale files: never finish on top of another run
@@ -129,11 +131,13 @@ def train(
             progress=progress,
             dist=dist,
         )
+    stages.done("train")
     metrics: dict[str, Any] = {}
     for name, split in evaluation.items():
         scores = evaluate(done.eval_network, objective, split, device, config.run.workers, dist)
         metrics.update({f"{name}_top1": scores["top1"], f"{name}_top5": scores["top5"]})
     metrics.update(loss_curve=done.loss_curve, epochs=len(done.loss_curve), steps=done.steps)
+    stages.done("evaluate")
     saved_config = {**asdict(config), "resolved": {**done.training, **done.runtime}}
     meta = CheckpointMeta(
         arch=config.arch,
@@ -168,6 +172,7 @@ def train(
     if dist.is_main:
         result.write(paths.record, force=True)  # last: the run is complete from here on
         paths.clear_state()
+    stages.done("write")
     return result
 
 

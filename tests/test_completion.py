@@ -1,4 +1,4 @@
-"""Tab completion as a user meets it: bash, zsh and fish in a real terminal (tmux).
+"""The CLI in a real terminal (tmux): tab completion in bash, zsh and fish; one console.
 
 Each shell is set up the way a user sets it up, by `lossxfer --install-completion` in an empty
 home directory, and must have installed exactly the script in completions/. Then the same
@@ -165,3 +165,21 @@ def test_folders_continue_without_a_space(term: Terminal) -> None:
     screen = term.complete("lossxfer extract ru", r"run/model\.safetensors",
                            then=("Tab", "m", "Tab"))  # fmt: skip
     assert line_of(screen, "$ ").endswith("lossxfer extract run/model.safetensors")
+
+
+def test_progress_and_log_lines_share_one_console(tmp_path: Path) -> None:
+    """On a terminal the bar and the log lines (--debug: stages, configuration) go through one
+    Rich console: no log line is ever drawn into a bar (`━━ 19/20 0:00:00[…] INFO …`)."""
+    (tmp_path / ".bashrc").write_text(RC["bash"][1])
+    term = Terminal("bash", tmp_path, tmp_path)
+    try:
+        data = "synthetic:classes=3,size=8,train=40,test=10"
+        command = f"lossxfer train --data {data} --epochs 3 --batch-size 4 -o run --debug; echo END"
+        term.tmux("send-keys", command, "Enter")
+        term.wait(r"^END", "the end of the run", timeout=120)
+        screen = term.tmux("capture-pane", "-p", "-S", "-200")
+    finally:
+        term.close()
+    logs = [x for x in screen.splitlines() if re.search(r"\b(INFO|DEBUG)\b", x)]
+    assert any("stage train" in x for x in logs) and any("configuration" in x for x in logs)
+    assert not [x for x in logs if "━" in x or re.search(r"\d+/\d+ \d:\d\d:\d\d", x)], screen

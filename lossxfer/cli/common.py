@@ -6,6 +6,7 @@ go to stderr: a Rich bar on a terminal, plain log lines otherwise (SLURM logs), 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -178,6 +179,11 @@ class Output:
         """Print the result: one JSON document with --json, else what `render` returns (not
         with -q: the table is not asked for explicitly, --json is)."""
         self.close()
+        if self.debug:  # what was actually used: the record's resolved configuration
+            from lossxfer.results import dumps
+
+            LOG.debug("configuration: %s", dumps(result.config, indent=None))
+            LOG.debug("timing: %s", dumps(result.timing, indent=None))
         if self.json:
             sys.stdout.write(result.to_json() + "\n")
             sys.stdout.flush()
@@ -211,7 +217,10 @@ def stdout_console() -> Console:
     return Console(soft_wrap=True, highlight=False)
 
 
+@functools.cache
 def stderr_console() -> Console:
+    """The one console on stderr: the progress bar and the log handler both draw through it, so
+    Rich prints log lines above a live bar instead of into it."""
     from rich.console import Console
 
     return Console(stderr=True, highlight=False)
