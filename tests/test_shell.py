@@ -192,7 +192,8 @@ def test_every_choice_completes_and_typos_get_a_did_you_mean(cli: Callable[..., 
     train, extract = "train --data digits -o x", "extract x --data digits -o x.h5"
     verbs = {"--loss": train, "--arch": train, "--split": extract, "--pool": extract,
              "--dtype": extract, "--compression": extract, "--estimator": "cka x",
-             "--backend": "cka x", "--precision": "cka x", "--method": "probe x"}  # fmt: skip
+             "--backend": "cka x", "--precision": "cka x", "--method": "probe x",
+             "--preset": "probe x"}  # fmt: skip
     assert set(verbs) == set(CHOICES)
     for option, line in verbs.items():
         names = CHOICES[option]()
