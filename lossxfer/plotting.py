@@ -66,22 +66,28 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], force: bool = False) 
 
 
 def heatmap(
-    ax: Axes, matrix: Sequence[Sequence[float]], rows: list[str], cols: list[str], label: str
+    ax: Axes,
+    matrix: Sequence[Sequence[float]],
+    rows: list[str],
+    cols: list[str],
+    label: str,
+    triangle: bool = False,
 ) -> None:
     """CKA values as colours over the data's range (so 0.91 and 1.00 differ), written in cells.
 
-    Missing values (NaN) stay blank with a dash; the colour bar is labelled `label`."""
+    Missing values (NaN) show a grey dash; `triangle` (a symmetric matrix) shows each pair once,
+    above the diagonal. The colour bar is labelled `label`."""
     import numpy as np
 
     data = np.array(matrix, dtype=float)
-    finite = data[np.isfinite(data)]
+    hidden = np.tril(np.ones(data.shape, bool), -1) if triangle else np.zeros(data.shape, bool)
+    finite = data[np.isfinite(data) & ~hidden]
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     if high - low < 1e-6:  # one value: any range shows it; keep the colour mid-scale
         low, high = low - 0.05, high + 0.05
     with style():
-        image = ax.imshow(
-            np.ma.masked_invalid(data), vmin=low, vmax=high, cmap="viridis", aspect="auto"
-        )
+        shown = np.ma.masked_array(data, mask=~np.isfinite(data) | hidden)
+        image = ax.imshow(shown, vmin=low, vmax=high, cmap="viridis", aspect="auto")
         ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right", rotation_mode="anchor")
         ax.set_yticks(range(len(rows)), rows)
         ax.tick_params(length=0)
@@ -89,15 +95,19 @@ def heatmap(
             spine.set_visible(False)
         bar = ax.figure.colorbar(image, ax=ax, label=label, fraction=0.05, pad=0.02)
         bar.ax.tick_params(labelsize=6)
-        size = 7 if data.size <= 36 else 6 if data.size <= 100 else 5
+        size = 7 if data.size <= 36 else 6 if data.size <= 64 else 5
         digits = 3 if high - low < 0.1 else 2  # enough to tell the cells apart
-        if data.size <= 400:  # beyond that, numbers no longer fit their cells
-            for (i, j), value in np.ndenumerate(data):
-                if not math.isfinite(value):
-                    ax.text(j, i, "–", ha="center", va="center", fontsize=size, color="0.5")
-                    continue
-                # dark text on the light (yellow) end of viridis, light text on the dark end
-                dark = (value - low) / (high - low) > 0.55
-                color = "black" if dark else "white"
-                text = f"{value:.{digits}f}"
-                ax.text(j, i, text, ha="center", va="center", fontsize=size, color=color)
+        if data.size > 400:  # beyond that, numbers no longer fit their cells
+            return
+        for (i, j), value in np.ndenumerate(data):
+            if hidden[i, j]:
+                continue
+            if not math.isfinite(value):
+                ax.text(j, i, "–", ha="center", va="center", fontsize=size, color="0.6")
+                continue
+            # dark text on the light (yellow) end of viridis, light text on the dark end
+            color = "black" if (value - low) / (high - low) > 0.55 else "white"
+            text = f"{value:.{digits}f}"
+            if data.shape[1] > 6:  # narrow cells: .977, as papers print them
+                text = text.removeprefix("0")
+            ax.text(j, i, text, ha="center", va="center", fontsize=size, color=color)

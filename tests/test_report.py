@@ -641,13 +641,16 @@ def test_figures_are_what_a_reviewer_needs(study: Path) -> None:
         ax = fig.axes[0]
         scatters = ax.collections
         markers = {
-            c.get_label(): (c.get_paths()[0].vertices.tobytes(), tuple(c.get_facecolor()[0]))
+            c.get_label(): (c.get_paths()[0].vertices.tobytes(), tuple(c.get_edgecolor()[0]))
             for c in scatters
         }
         assert len(set(markers.values())) == len(objectives)  # marker and colour per objective
         base = next(c for c in scatters if c.get_label() == "softmax")
         assert base.get_zorder() > max(c.get_zorder() for c in scatters if c is not base)
         assert base.get_sizes()[0] > max(c.get_sizes()[0] for c in scatters if c is not base)
+        # outlines and translucent faces: a point under another still shows
+        assert len(base.get_facecolor()) == 0 or base.get_facecolor()[0][3] == 0
+        assert all(c.get_facecolor()[0][3] < 0.5 for c in scatters if c is not base)
         (line,) = ax.get_lines()  # the least-squares line
         texts = [t.get_text() for t in ax.texts]
         assert any(t.startswith("r = ") and ", p = " in t and "9 runs" in t for t in texts)

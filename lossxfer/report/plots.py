@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "p", "d")
-BASELINE_STYLE = {"color": "black", "marker": "*", "s": 90, "zorder": 4}
+BASELINE_STYLE = {"color": "black", "marker": "*", "s": 120, "zorder": 4}
 
 
 def figures(found: Gathered, layer: str, baseline: str | None) -> dict[str, Figure]:
@@ -91,33 +91,49 @@ def _scatter(
     if not have:
         return None
     rows = sorted({p.run.row for p in have})
-    fig = new_figure(height=2.3 + 0.12 * math.ceil(len(rows) / 3))
+    fig = new_figure(height=2.2 + 0.13 * math.ceil(len(rows) / 2))
     ax = fig.axes[0]
     grouped = len({r.setup for r in rows}) > 1
     xy = {id(p): (getattr(p, x) * scale, (p.linear or 0.0) * 100) for p in have}
-    for row in sorted(rows, key=lambda r: styles[r]["marker"] == "*"):  # baseline on top
+    from matplotlib.colors import to_rgba
+
+    # the baseline last, on top, as an outline: the points it covers show through
+    for row in sorted(rows, key=lambda r: styles[r]["marker"] == "*"):
         mine = [xy[id(p)] for p in have if p.run.row == row]
         style = {"zorder": 3, **styles[row]}
+        colour = style.pop("color")
+        base = style["marker"] == "*"
         ax.scatter(
             [a for a, _ in mine],
             [b for _, b in mine],
             label=_label(row, grouped),
-            alpha=0.85,
-            edgecolors="black" if style["marker"] == "*" else "white",
-            linewidths=0.5,
+            facecolors="none" if base else to_rgba(colour, 0.35),  # overlaps show through
+            edgecolors=colour,
+            linewidths=1.0 if base else 0.9,
             **style,
         )
-    for (a, b), k in Counter(xy.values()).items():
-        if k > 1:  # runs on the very same spot: say how many
-            ax.annotate(f"×{k}", (a, b), xytext=(4, 3), textcoords="offset points", fontsize=6)
+    ax.margins(x=0.08, y=0.1)
     corr = correlation(have, x, "linear")
     if corr is not None:
         _fit_line(ax, list(xy.values()))
         text = f"r = {corr['pearson_r']:.2f}, p = {corr['pearson_p']:.2g}\n{corr['runs']} runs"
     else:
         text = f"{len(have)} runs"
+    corner = _emptiest_corner(ax, list(xy.values()))
+    for (a, b), k in Counter(xy.values()).items():
+        if k > 1:  # runs on the very same spot: say how many, on the side away from the edge
+            right = ax.transLimits.transform((a, b))[0] > 0.8
+            ax.annotate(
+                f"×{k}",
+                (a, b),
+                xytext=(-5 if right else 5, 4),
+                textcoords="offset points",
+                ha="right" if right else "left",
+                fontsize=6,
+            )
     box = {"boxstyle": "round,pad=0.25", "facecolor": "white", "edgecolor": "0.8", "alpha": 0.85}
-    ax.text(0.98, 0.97, text, transform=ax.transAxes, ha="right", va="top", fontsize=7, bbox=box)
+    (cx, ha), (cy, va) = corner
+    ax.text(cx, cy, text, transform=ax.transAxes, ha=ha, va=va, fontsize=7, bbox=box)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("linear transfer accuracy (%)")
     ax.grid(alpha=0.25, linewidth=0.5)
@@ -125,13 +141,36 @@ def _scatter(
     return fig
 
 
+def _emptiest_corner(ax: Axes, xy: list[tuple[float, float]]) -> tuple[Any, Any]:
+    """((x, ha), (y, va)) of the axes corner with the fewest points near it, for the r, p box."""
+    ax.autoscale_view()
+    where = [ax.transLimits.transform(p) for p in xy]
+    corners = [((0.98, "right"), (0.97, "top")), ((0.02, "left"), (0.97, "top"))]
+    corners += [((0.98, "right"), (0.03, "bottom")), ((0.02, "left"), (0.03, "bottom"))]
+
+    def crowd(corner: tuple[Any, Any]) -> int:
+        (cx, _), (cy, _) = corner
+        return sum(abs(px - cx) < 0.4 and abs(py - cy) < 0.3 for px, py in where)
+
+    return min(corners, key=crowd)
+
+
 def _legend(fig: Figure, ax: Axes) -> None:
-    """Beneath the axes, in table order with the baseline (drawn last, on top) first."""
+    """Beneath the axes, in table order with the baseline (drawn last, on top) first; two
+    columns where long labels would not fit three across one column's width."""
     handles, labels = ax.get_legend_handles_labels()
     if handles and getattr(handles[-1], "get_zorder", lambda: 0)() >= 4:
         handles, labels = [handles[-1], *handles[:-1]], [labels[-1], *labels[:-1]]
+    columns = 3 if max(map(len, labels), default=0) <= 16 else 2
     fig.legend(
-        handles, labels, loc="outside lower center", ncols=3, frameon=False, handletextpad=0.2
+        handles,
+        labels,
+        loc="outside lower center",
+        ncols=columns,
+        frameon=False,
+        handletextpad=0.2,
+        columnspacing=1.0,
+        markerscale=0.8,
     )
 
 
@@ -217,12 +256,12 @@ def _heatmap(pairs: list[CkaPair], layer: str) -> Figure:
         matrix[i][j] = matrix[j][i] = math.fsum(values) / len(values)
     grouped = len({r.setup for r in rows}) > 1
     labels = [_label(r, grouped) for r in rows]
-    fig = new_figure(height=1.2 + 0.22 * len(rows))
+    fig = new_figure(height=1.5 + 0.2 * len(rows))
     ax = fig.axes[0]
-    heatmap(ax, matrix, labels, labels, "CKA")
+    heatmap(ax, matrix, labels, labels, "CKA", triangle=True)
     ax.set_xlabel("objective")
     ax.set_ylabel("objective")
-    ax.set_title(f"CKA at layer {layer} (mean over pairs of runs)")
+    ax.set_title(f"CKA at {layer}, mean over pairs of runs")
     return fig
 
 

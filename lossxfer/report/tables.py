@@ -288,13 +288,15 @@ def _notes(config: ReportConfig, rows: list[Row], what: str, columns: list[Colum
     if any(c is not None and c.n != r.n for r in rows for c in r.cells.values()):
         stats += " ((n=…): a cell with fewer runs)"
     stats += "; n = 1: the value alone, no test."
-    if config.baseline and any(r.label == config.baseline for r in rows):
+    if not config.baseline or not any(r.label == config.baseline for r in rows):
+        tested = f"No {config.baseline or 'baseline'} row, so no t-test."
+    elif any(c is not None and c.p is not None for r in rows for c in r.cells.values()):
         tested = (
             f"{DAGGER} p < {ALPHA:g}, two-sided Welch's t-test against {config.baseline} "
             "(within a group; n ≥ 2 in both)."
         )
     else:
-        tested = f"No {config.baseline or 'baseline'} row, so no t-test."
+        tested = f"No t-test against {config.baseline}: it needs n ≥ 2 in both rows."
     out = [what, stats, tested]
     if any(c.best for c in columns):
         out.append("Bold: best in column (of its group).")
