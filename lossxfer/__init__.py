@@ -28,6 +28,8 @@ _EXPORTS: dict[str, str] = {
     "create_objective": "lossxfer.objectives.module",
     "list_objectives": "lossxfer.objectives.base",
     "list_architectures": "lossxfer.models",
+    # models from elsewhere (torchvision, timm) as lossxfer checkpoints
+    "import_model": "lossxfer.zoo",
     # activations of any torch module
     "extract_features": "lossxfer.activations",
     "Activations": "lossxfer.activations",
@@ -110,3 +112,4 @@ if TYPE_CHECKING:
     from lossxfer.similarity.api import cka_matrix as cka_matrix
     from lossxfer.similarity.api import minibatch_cka as minibatch_cka
     from lossxfer.similarity.result import CkaResult as CkaResult
+    from lossxfer.zoo import import_model as import_model

@@ -62,11 +62,14 @@ def resolve_layers(choices: list[str], requested: Iterable[str], listed: list[st
 
 
 def pool_activation(output: torch.Tensor, pool: str) -> torch.Tensor:
-    """N × C × H × W → N × C (avg) or N × CHW (flatten); N × D unchanged. Always a new tensor."""
+    """N × C × H × W → N × C (avg) or N × CHW (flatten); N × D unchanged. Always a new tensor.
+
+    A 3-D output is a transformer's token sequence N × T × D (channels last, as every timm
+    block gives it): avg is the mean over the T tokens (class token included), → N × D."""
     if output.ndim == 2:
         return output.clone()
     if pool == "avg":
-        return output.mean(dim=tuple(range(2, output.ndim)))
+        return output.mean(dim=1 if output.ndim == 3 else tuple(range(2, output.ndim)))
     return output.flatten(1).clone()
 
 

@@ -109,6 +109,12 @@ class CheckpointMeta:
             raise InputError(f"{source}: num_classes disagrees with the class list")
         return meta
 
+    @property
+    def imported(self) -> bool:
+        """Made by `lossxfer import`: the head is the model's own linear classifier and the
+        objective only a label (possibly `unknown`), never used to build anything."""
+        return "import" in self.extra
+
     def provenance(self, sha: str) -> dict[str, Any]:
         """The `model` block of result records (docs/internals.md)."""
         return {
@@ -246,7 +252,7 @@ def _rebuild(path: str | os.PathLike[str], meta: CheckpointMeta) -> Network:
     from lossxfer.objectives import make_objective
 
     try:
-        objective = make_objective(meta.objective, meta.objective_opts)
+        objective = None if meta.imported else make_objective(meta.objective, meta.objective_opts)
         return build_network(meta.arch, meta.input, objective, meta.num_classes)
     except InputError:
         raise

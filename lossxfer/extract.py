@@ -21,7 +21,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lossxfer.activations import POOLS, QUEUE_DEPTH, hooked, resolve_layers, stream_rows
+from lossxfer.activations import (
+    POOLS,
+    QUEUE_DEPTH,
+    hooked,
+    pool_activation,
+    resolve_layers,
+    stream_rows,
+)
 from lossxfer.errors import InputError, UsageError
 from lossxfer.fsio import check_output, sha256
 from lossxfer.progress import ProgressFn, Stages, no_progress
@@ -164,6 +171,7 @@ def _check_options(config: ExtractConfig) -> None:
 def _load_data(config: ExtractConfig, meta: CheckpointMeta) -> Data:
     """The data to extract, preprocessed as the checkpoint expects (its size, mean and std)."""
     from lossxfer.data import DataSpec, load_data
+    from lossxfer.inputs import accepts_any_size
 
     chosen = config.classes
     if chosen is None and str(DataSpec.parse(config.data)) == meta.data.get("spec"):
@@ -175,10 +183,9 @@ def _load_data(config: ExtractConfig, meta: CheckpointMeta) -> Data:
         config.data, chosen, fraction, config.split_seed, config.download, config.label_map
     )
     want = meta.input
-    if data.source.tensor_images and (data.input.channels, data.input.size) != (
-        want.channels,
-        want.size,
-    ):
+    if accepts_any_size(want) or not data.source.tensor_images:
+        return dataclasses.replace(data, input=want)
+    if (data.input.channels, data.input.size) != (want.channels, want.size):
         raise UsageError(
             f"--data {data.spec}: {data.input.channels}-channel {data.input.size} px images, but "
             f"{config.checkpoint} expects {want.channels}-channel {want.size} px inputs"
@@ -223,7 +230,7 @@ def layer_specs(
     for name in layers:
         shape = tuple(int(s) for s in shapes[name])
         applied = pool if len(shape) > 1 else "none"
-        dim = shape[0] if applied in ("avg", "none") else int(torch.Size(shape).numel())
+        dim = int(pool_activation(torch.zeros(1, *shape), pool).shape[1])
         out[name] = LayerSpec(dim, shape, applied)
     return out
 

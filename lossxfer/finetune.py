@@ -30,6 +30,7 @@ from lossxfer.data import Data, Split, load_data
 from lossxfer.distributed import Dist
 from lossxfer.errors import DivergedError, InputError, UsageError
 from lossxfer.fsio import require_file, sha256, write_text_atomic
+from lossxfer.inputs import accepts_any_size
 from lossxfer.loop import FitResult, OptimConfig, RunOptions, evaluate, fit
 from lossxfer.nets import Network
 from lossxfer.objectives import Objective, make_objective
@@ -262,6 +263,8 @@ def target_data(config: FinetuneConfig, meta: CheckpointMeta) -> Data:
     data = load_data(
         config.data, classes, config.val_fraction, config.split_seed, label_map=config.label_map
     )
+    if accepts_any_size(meta.input):  # resized, cropped, grey → RGB by the eval transform
+        return dataclasses.replace(data, input=meta.input)
     if data.input.channels != meta.input.channels:
         raise InputError(
             f"--data {config.data}: {data.input.channels}-channel images, the checkpoint's "

@@ -30,12 +30,17 @@ def _checkpoint(path: Path) -> dict[str, Any]:
     from lossxfer.checkpoint import CheckpointMeta
     from lossxfer.models import ARCHS
     from lossxfer.objectives import make_objective
+    from lossxfer.zoo import is_outside, parse_arch
 
     tensors = safetensors_header(path)
     meta = CheckpointMeta.from_header(tensors.pop("__metadata__", None), path)
     try:  # what the loader rebuilds, checked without building it
-        ARCHS.get(meta.arch)
-        make_objective(meta.objective, meta.objective_opts)
+        if is_outside(meta.arch):
+            parse_arch(meta.arch)
+        else:
+            ARCHS.get(meta.arch)
+        if not meta.imported:
+            make_objective(meta.objective, meta.objective_opts)
     except UsageError as exc:
         raise InputError(f"{path}: cannot rebuild the model: {exc}") from None
     values = sum(math.prod(entry.get("shape", [])) for entry in tensors.values())

@@ -60,10 +60,21 @@ def list_architectures() -> list[ArchInfo]:
     ]
 
 
-def build_network(arch: str, spec: InputSpec, objective: Objective, num_classes: int) -> Network:
-    """Backbone of `arch` for inputs of `spec`, with the head that `objective` builds."""
-    from lossxfer.nets import Network
+def build_network(
+    arch: str, spec: InputSpec, objective: Objective | None, num_classes: int
+) -> Network:
+    """Backbone of `arch` for inputs of `spec`, with the head that `objective` builds.
 
-    backbone = ARCHS.get(arch)(spec)
-    head = objective.build_head(backbone.feature_dim, num_classes)
-    return Network(backbone, head)
+    `arch` is a registered name or a model from elsewhere (`timm:resnet50`, lossxfer/zoo.py);
+    `objective` None: a plain linear head (an imported model's own classifier, whose objective
+    is only a label).
+    """
+    from torch import nn
+
+    from lossxfer.nets import Network
+    from lossxfer.zoo import is_outside, outside_backbone
+
+    backbone = outside_backbone(arch)[0] if is_outside(arch) else ARCHS.get(arch)(spec)
+    if objective is None:
+        return Network(backbone, nn.Linear(backbone.feature_dim, num_classes))
+    return Network(backbone, objective.build_head(backbone.feature_dim, num_classes))

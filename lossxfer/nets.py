@@ -112,3 +112,29 @@ class ResNet(Backbone):
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.feature_dim = net.fc.in_features
+
+
+class OutsideBackbone(Backbone):
+    """A torchvision or timm network without its classifier, as a lossxfer backbone.
+
+    forward(x) gives the pooled pre-logit features: timm's `forward_head(forward_features(x),
+    pre_logits=True)` (the class token after the final norm for ViTs), or for torchvision the
+    network itself with its classifier replaced by an identity. `layers` maps `stem`,
+    `block1`…`blockN` to module paths inside `model` (lossxfer/zoo.py finds them), so no module
+    is registered twice and the state dict is the model's own, under `model.`.
+    """
+
+    def __init__(self, model: nn.Module, layers: dict[str, str], feature_dim: int) -> None:
+        super().__init__()
+        self.model = model
+        self.layer_paths = dict(layers)
+        self.feature_dim = feature_dim
+        self.timm_head = callable(getattr(model, "forward_head", None))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.timm_head:
+            return self.model.forward_head(self.model.forward_features(x), pre_logits=True)  # type: ignore[operator]
+        return self.model(x)
+
+    def named_layers(self) -> dict[str, nn.Module]:
+        return {name: self.model.get_submodule(path) for name, path in self.layer_paths.items()}

@@ -140,7 +140,13 @@ def expect(path: str | os.PathLike[str], *kinds: str) -> str:
 
 
 def checkpoint_layers(path: str | os.PathLike[str]) -> list[str]:
-    """Layer names of a lossxfer checkpoint, from its tensor names (`backbone.blocks.<i>.…`)."""
+    """Layer names of a lossxfer checkpoint, from its tensor names (`backbone.blocks.<i>.…`),
+    or for an imported model from the list `lossxfer import` recorded."""
     header = safetensors_header(path)
+    try:
+        extra = json.loads(header.get("__metadata__", {}).get("extra", "{}"))
+        return [str(n) for n in extra["import"]["layers"]]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        pass
     blocks = {int(m[1]) for k in header if (m := re.match(r"backbone\.blocks\.(\d+)\.", k))}
     return ["stem", *(f"block{i + 1}" for i in sorted(blocks)), "penultimate", "logits"]

@@ -2,11 +2,13 @@
 
 Large images (> 64 px): Inception-style random resized crop (area 0.08–1, aspect 3/4–4/3),
 horizontal flip and bicubic resize for training; resize then centre crop keeping 87.5% of the
-shorter side for evaluation. Small images (≤ 64 px, e.g. digits, MNIST, CIFAR): normalise only.
+shorter side for evaluation (the input spec's `interpolation` and `crop`: an imported model's
+own contract). Small images (≤ 64 px, e.g. digits, MNIST, CIFAR): normalise only.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -14,8 +16,6 @@ from lossxfer.inputs import SMALL_IMAGE, InputSpec
 
 if TYPE_CHECKING:
     import torch
-
-EVAL_CROP_FRACTION = 0.875
 
 
 class Normalize:
@@ -46,7 +46,7 @@ def build_transform(
     elif spec.channels == 3:
         to_tensor.insert(0, T.RGB())
     normalize = T.Normalize(list(spec.mean), list(spec.std))
-    bicubic = T.InterpolationMode.BICUBIC
+    interpolation = T.InterpolationMode(spec.interpolation)
     if spec.size <= SMALL_IMAGE:
         steps: list[Any] = [*to_tensor, T.Resize((spec.size, spec.size), antialias=True)]
     elif augment:
@@ -56,16 +56,16 @@ def build_transform(
                 spec.size,
                 scale=(0.08, 1.0),
                 ratio=(3 / 4, 4 / 3),
-                interpolation=bicubic,
+                interpolation=interpolation,
                 antialias=True,
             ),
             T.RandomHorizontalFlip(),
         ]
     else:
-        resize = round(spec.size / EVAL_CROP_FRACTION)
+        resize = math.floor(spec.size / spec.crop + 1e-6)  # as timm: 224 / 0.95 → 235
         steps = [
             *to_tensor,
-            T.Resize(resize, interpolation=bicubic, antialias=True),
+            T.Resize(resize, interpolation=interpolation, antialias=True),
             T.CenterCrop(spec.size),
         ]
     return T.Compose([*steps, normalize])

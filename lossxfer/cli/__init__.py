@@ -8,6 +8,7 @@ registers its command; `--help` lists them in this order, the order of a study.
 # ruff: noqa: F401, I001  (imported for their registration side effect, in workflow order)
 from lossxfer.cli.app import app, main
 from lossxfer.cli import train
+from lossxfer.cli import zoo
 from lossxfer.cli import objectives
 from lossxfer.cli import finetune
 from lossxfer.cli import extract
