@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import time
 
 import numpy as np
@@ -74,6 +75,10 @@ def sklearn_probe(
     }
 
 
+def load() -> str:
+    return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=4000, help="train rows (fit + val)")
@@ -87,6 +92,7 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="CPU threads for both (torch and BLAS)"
     )
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each, A B B A …")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -100,39 +106,53 @@ def main() -> None:
         f"{args.n} train rows ({int(held.sum())} val) × {args.dim} features, {args.classes} "
         f"classes, {args.test} test rows; {args.grid} λ values; tol {args.tol:g}, max_iter "
         f"{args.max_iter}; torch threads {torch.get_num_threads()} (one below "
-        f"{ONE_THREAD_BELOW} multiply-adds per product)",
+        f"{ONE_THREAD_BELOW} multiply-adds per product); BLAS threads as torch's with "
+        f"--threads; {load()}",
         flush=True,
     )
 
     def tensors(rows: np.ndarray, labels: np.ndarray) -> Features:
         return Features(torch.from_numpy(rows).double(), torch.from_numpy(labels))
 
-    tick = time.perf_counter()
-    ours = linear_sweep(
-        tensors(train_x[~held], train_y[~held]),
-        tensors(train_x[held], train_y[held]),
-        tensors(train_x, train_y),
-        tensors(test_x, test_y),
-        grid,
-        tol=args.tol,
-        max_iter=args.max_iter,
-    )
-    ours_s = time.perf_counter() - tick
-    print(f"lossxfer: {ours_s:.1f} s", flush=True)
-
     x64 = x.astype(np.float64)
-    train_x, test_x = x64[: args.n], x64[args.n :]
-    tick = time.perf_counter()
-    ref = sklearn_probe(
-        (train_x[~held], train_y[~held]),
-        (train_x[held], train_y[held]),
-        (train_x, train_y),
-        (test_x, test_y),
-        grid,
-        args.tol,
-        args.max_iter,
-    )
-    ref_s = time.perf_counter() - tick
+
+    def run_ours() -> tuple[dict, float]:
+        tick = time.perf_counter()
+        result = linear_sweep(
+            tensors(train_x[~held], train_y[~held]),
+            tensors(train_x[held], train_y[held]),
+            tensors(train_x, train_y),
+            tensors(test_x, test_y),
+            grid,
+            tol=args.tol,
+            max_iter=args.max_iter,
+        )
+        return result, time.perf_counter() - tick
+
+    def run_ref() -> tuple[dict, float]:
+        tx, sx = x64[: args.n], x64[args.n :]
+        tick = time.perf_counter()
+        result = sklearn_probe(
+            (tx[~held], train_y[~held]),
+            (tx[held], train_y[held]),
+            (tx, train_y),
+            (sx, test_y),
+            grid,
+            args.tol,
+            args.max_iter,
+        )
+        return result, time.perf_counter() - tick
+
+    times: dict[str, list[float]] = {"ours": [], "ref": []}
+    for r in range(args.repeats):  # A B B A …: background load hits both alike
+        for side in ("ours", "ref") if r % 2 == 0 else ("ref", "ours"):
+            if side == "ours":
+                ours, seconds = run_ours()
+            else:
+                ref, seconds = run_ref()
+            times[side].append(seconds)
+            print(f"{side}: {seconds:.1f} s; {load()}", flush=True)
+    ours_s, ref_s = min(times["ours"]), min(times["ref"])
 
     print(f"{'':12}{'seconds':>9}{'iterations':>12}{'chosen λ':>10}{'val top-1':>11}{'test':>8}")
     for name, m, s in (("lossxfer", ours, ours_s), ("scikit-learn", ref, ref_s)):

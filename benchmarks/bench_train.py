@@ -13,6 +13,7 @@ Target: ≤ 1.05.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -76,22 +77,27 @@ def main() -> None:
     tensors = split.dataset.tensors()  # type: ignore[attr-defined]
     assert tensors is not None
     optim = OptimConfig(epochs=args.epochs, batch_size=args.batch_size, warmup_epochs=0)
-    run = RunOptions(device=args.device)
+    run = RunOptions(device=args.device, threads=torch.get_num_threads())  # same as the hand loop
     objective = make_objective("softmax")
     ours, theirs = [], []
-    for _ in range(args.repeats):
-        start = time.process_time()
-        done = fit(fresh(data.input), objective, split, optim, run, device=device, identity={})
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        ours.append((time.process_time() - start) / done.steps)
-        start = time.process_time()
-        steps = hand_loop(fresh(data.input), *tensors, optim, device)
-        theirs.append((time.process_time() - start) / steps)
+    load = "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    for r in range(args.repeats):
+        for side in ("ours", "hand") if r % 2 == 0 else ("hand", "ours"):  # A B B A …
+            start = time.process_time()
+            if side == "ours":
+                done = fit(fresh(data.input), objective, split, optim, run, device=device,
+                           identity={})  # fmt: skip
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                ours.append((time.process_time() - start) / done.steps)
+            else:
+                steps = hand_loop(fresh(data.input), *tensors, optim, device)
+                theirs.append((time.process_time() - start) / steps)
     best_ours, best_theirs = min(ours), min(theirs)
     print(
         f"device {device}, {torch.get_num_threads()} CPU thread(s), batch {args.batch_size}, "
-        f"{done.steps} steps per run, {args.repeats} alternating runs each"
+        f"{done.steps} steps per run, {args.repeats} runs each, A B B A …; {load} before, "
+        "load {:.2f} {:.2f} {:.2f} after".format(*os.getloadavg())
     )
     print(
         f"lossxfer fit : {1000 * best_ours:8.2f} CPU ms/step (runs: "

@@ -48,7 +48,7 @@ def main() -> None:
     from lossxfer.checkpoint import read_metadata
     from lossxfer.data import load_data
     from lossxfer.extract import ExtractConfig, run_extract
-    from lossxfer.zoo import import_model
+    from lossxfer.importer import import_model
 
     print(f"torch {torch.__version__}, timm {timm.__version__}, {os.cpu_count()} CPUs; {load()}")
     data = f"synthetic:classes=2,size=224,channels=3,train={args.rows // 2},test=1"

@@ -29,7 +29,7 @@ _EXPORTS: dict[str, str] = {
     "list_objectives": "lossxfer.objectives.base",
     "list_architectures": "lossxfer.models",
     # models from elsewhere (torchvision, timm) as lossxfer checkpoints
-    "import_model": "lossxfer.zoo",
+    "import_model": "lossxfer.importer",
     # activations of any torch module
     "extract_features": "lossxfer.activations",
     "Activations": "lossxfer.activations",
@@ -85,6 +85,7 @@ if TYPE_CHECKING:
     from lossxfer.errors import InputError as InputError
     from lossxfer.errors import LossxferError as LossxferError
     from lossxfer.errors import UsageError as UsageError
+    from lossxfer.importer import import_model as import_model
     from lossxfer.models import list_architectures as list_architectures
     from lossxfer.objectives.base import list_objectives as list_objectives
     from lossxfer.objectives.module import create_objective as create_objective
@@ -112,4 +113,3 @@ if TYPE_CHECKING:
     from lossxfer.similarity.api import cka_matrix as cka_matrix
     from lossxfer.similarity.api import minibatch_cka as minibatch_cka
     from lossxfer.similarity.result import CkaResult as CkaResult
-    from lossxfer.zoo import import_model as import_model

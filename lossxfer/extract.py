@@ -206,11 +206,13 @@ def same_layers(network: Network, layers: list[str], pool: str) -> dict[str, str
     backbone = getattr(network, "backbone", None)
     if pool != "avg" or "penultimate" not in layers or not isinstance(backbone, Backbone):
         return {}
+    if type(backbone).forward is not Backbone.forward:  # e.g. an imported model: no claim
+        return {}
     pool_layer = backbone.pool
     pooled = isinstance(pool_layer, torch.nn.AdaptiveAvgPool2d)
     pooled = pooled and pool_layer.output_size in (1, (1, 1))
     last = backbone.layer_names()[-1]
-    if type(backbone).forward is not Backbone.forward or not pooled or last not in layers:
+    if not pooled or last not in layers:
         return {}
     return {last: "penultimate"}
 

@@ -84,7 +84,7 @@ def import_(
     """Import a torchvision or timm model as a lossxfer checkpoint."""
     from lossxfer.classes import parse_classes
     from lossxfer.fsio import check_output
-    from lossxfer.zoo import import_model
+    from lossxfer.importer import import_model
 
     check_output(out, force)
     with Output(json_, quiet, debug) as ui:
