@@ -119,9 +119,9 @@ def test_invalid_values_are_usage_errors(name: str, opts: dict[str, str]) -> Non
 
 
 def test_unknown_key_names_the_valid_keys() -> None:
-    with pytest.raises(UsageError, match=r"valid: kappa, m, s"):
+    with pytest.raises(UsageError, match=r"unknown squared_error option 'M'; choose from: kappa"):
         make_objective("squared_error", {"M": "60"})
-    with pytest.raises(UsageError, match=r"valid: none"):
+    with pytest.raises(UsageError, match=r"--loss-opt alpha: sigmoid has no options"):
         make_objective("sigmoid", {"alpha": "0.1"})
     with pytest.raises(UsageError, match=r"did you mean 'sigmoid'"):
         make_objective("sigmoidd")

@@ -187,7 +187,7 @@ def test_choices_listed_here_are_the_librarys() -> None:
 
 
 def test_every_choice_completes_and_typos_get_a_did_you_mean(cli: Callable[..., CliRun]) -> None:
-    from lossxfer.cli.completion import CHOICES
+    from lossxfer.cli.completion import CHOICES, KIND
 
     train, extract = "train --data digits -o x", "extract x --data digits -o x.h5"
     verbs = {"--loss": train, "--arch": train, "--split": extract, "--pool": extract,
@@ -200,7 +200,8 @@ def test_every_choice_completes_and_typos_get_a_did_you_mean(cli: Callable[..., 
         assert _complete(f"lossxfer {line} {option} ") == names, option
         run = cli(*line.split(), option, names[0] + "q")
         assert run.code == 2, (option, run.stderr)
-        expected = f"unknown {option[2:]} '{names[0]}q' (did you mean {names[0]!r}?)"
+        kind = KIND.get(option, option[2:])
+        expected = f"unknown {kind} '{names[0]}q' (did you mean {names[0]!r}?)"
         assert expected in run.stderr, run.stderr
 
 

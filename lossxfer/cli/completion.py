@@ -63,6 +63,10 @@ def parse_list(values: Iterable[str] | None) -> list[str]:
     return out
 
 
+# How messages name a choice when not by its option: "unknown architecture 'resnet5'".
+KIND = {"--arch": "architecture"}
+
+
 def check_choices(param: click.Parameter, value: Any) -> None:
     """Validate a CHOICES option's value(s); lists may also be comma-separated."""
     from lossxfer.registry import check_choice
@@ -72,7 +76,7 @@ def check_choices(param: click.Parameter, value: Any) -> None:
         return
     values = parse_list(value) if isinstance(value, (list, tuple)) else [value]
     for item in values:
-        check_choice(option.lstrip("-"), item, CHOICES[option]())
+        check_choice(KIND.get(option, option.lstrip("-")), item, CHOICES[option]())
 
 
 def complete_path(*suffixes: str) -> Callable[[str], list[str]]:
@@ -198,7 +202,9 @@ def prepare(command: click.Command, completing: bool) -> None:
     from typer._click.shell_completion import CompletionItem
 
     if completing:
-        parameter = getattr(__import__("typer.core").core, "_TyperParameter", None)
+        import typer.core
+
+        parameter = getattr(typer.core, "_TyperParameter", None)
         if parameter is not None:
             parameter.get_runtime_param = lambda self: _Uncoerced()
     for sub in getattr(command, "commands", {}).values():
