@@ -136,6 +136,8 @@ def expect(path: str | os.PathLike[str], *kinds: str) -> str:
     expected = ", ".join(wanted[:-1]) + (" or " if len(wanted) > 1 else "") + wanted[-1]
     if kind not in KINDS:
         raise InputError(f"{p}: not a lossxfer file (expected {expected})")
+    if kind == "pickle":  # say what to do about it last
+        raise InputError(f"{p}: is {KINDS[kind][0]}, not {expected}; {PICKLE_ADVICE}")
     raise InputError(f"{p}: is {describe_kind(p)}, not {expected}")
 
 

@@ -109,7 +109,7 @@ def test_wrong_files_say_what_they_are_and_who_reads_them(tmp_path: Path) -> Non
         ("extract", "run"): "a run directory, not a checkpoint; "
         "did you mean {d}/run/model.safetensors?",
         ("extract", "model.pth"): "is a pickled PyTorch file (.pth/.bin/.ckpt), which lossxfer "
-        "never loads; convert it once",
+        "never loads, not a lossxfer checkpoint; convert it once",
         ("finetune", "weights.bin"): "is a pickled PyTorch file",
         ("extract", "acts.h5"): "is an HDF5 activation store (read by probe, separation, cka, "
         "info), not a lossxfer checkpoint",
