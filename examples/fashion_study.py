@@ -62,7 +62,6 @@ def one(proto: str, name: str, seed: int, epochs: int, loss: str, opts: dict[str
         train(
             TrainConfig(
                 data=DATA,
-                out=str(run),
                 arch=ARCH,
                 loss=loss,
                 loss_opts=dict(opts),
@@ -70,7 +69,9 @@ def one(proto: str, name: str, seed: int, epochs: int, loss: str, opts: dict[str
                 label_map=label_map,
                 optim=OptimConfig(epochs=epochs, lr=LR.get(loss)),
                 run=RunOptions(device=DEVICE, seed=seed, threads=THREADS),
-            )
+            ),
+            run,
+            resume=True,  # a run stopped part-way continues from its saved state
         )
     if proto == "converge":
         return

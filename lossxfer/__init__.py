@@ -54,6 +54,9 @@ _EXPORTS: dict[str, str] = {
     "ProbeOptions": "lossxfer.probe.methods",
     "ProbeConfig": "lossxfer.probe.run",
     "run_probe": "lossxfer.probe.run",
+    # superclasses (coarse-to-fine transfer)
+    "LabelMap": "lossxfer.labelmap",
+    "parse_label_map": "lossxfer.labelmap",
     # paper tables and figures from result records (`lossxfer report`)
     "run_report": "lossxfer.report.build",
     "Report": "lossxfer.report.build",
@@ -86,6 +89,8 @@ if TYPE_CHECKING:
     from lossxfer.errors import LossxferError as LossxferError
     from lossxfer.errors import UsageError as UsageError
     from lossxfer.importer import import_model as import_model
+    from lossxfer.labelmap import LabelMap as LabelMap
+    from lossxfer.labelmap import parse_label_map as parse_label_map
     from lossxfer.models import list_architectures as list_architectures
     from lossxfer.objectives.base import list_objectives as list_objectives
     from lossxfer.objectives.module import create_objective as create_objective
