@@ -459,6 +459,9 @@ def test_best_is_the_highest_number_as_shown(cli, tmp_path: Path) -> None:
     text = cli("report", tmp_path, "--table", "transfer", "--format", "markdown").stdout
     assert "| sigmoid | 1 | **100.0** |" in text and "| squared_error | 1 | **100.0** |" in text
     assert "| softmax | 1 | 99.5 |" in text
+    tex = cli("report", tmp_path, "--table", "transfer", "--format", "latex").stdout
+    # no ± anywhere: one plain column, not an r@{}l pair
+    assert "\\begin{tabular}{lrr}" in tex and "sigmoid & 1 & \\textbf{100.0} \\\\" in tex
 
 
 def test_probe_on_the_source_data_is_shown_but_not_averaged(cli, study: Path) -> None:

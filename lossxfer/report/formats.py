@@ -157,20 +157,26 @@ def _latex(report: Report, tables: list[Table]) -> str:
 
 
 def latex_table(table: Table, caption: str | None, label: str | None, count: int = 1) -> str:
-    """A booktabs table: numbers in `r@{}l` column pairs so that means and ± align."""
+    """A booktabs table: a column with any ± is an `r@{}l` pair, so that means and ± align;
+    one without (n = 1 everywhere) a plain `r` column."""
     title = table.title
     if caption is not None:
         title = caption if count == 1 else f"{caption}: {title}"
     name = (
         f"tab:{table.name}" if label is None else label if count == 1 else f"{label}-{table.name}"
     )
+    paired = [_has_std(table, c) for c in table.columns]
     lead = [table.first] + (["$n$"] if _counted(table) else [])
-    spec = "l" + "r" * (len(lead) - 1) + "r@{}l" * len(table.columns)
-    head = [*lead] + [rf"\multicolumn{{2}}{{c}}{{{_tex(c.heading)}}}" for c in table.columns]
-    width = len(lead) + 2 * len(table.columns)
+    spec = "l" + "r" * (len(lead) - 1) + "".join("r@{}l" if p else "r" for p in paired)
+    head = [*lead] + [
+        rf"\multicolumn{{2}}{{c}}{{{_tex(c.heading)}}}" if p else _tex(c.heading)
+        for c, p in zip(table.columns, paired, strict=True)
+    ]
+    width = len(lead) + len(paired) + sum(paired)
     lines = [
         r"\begin{table}[t]",
         r"\centering",
+        r"\small",
         rf"\caption{{{_tex(' '.join([title + '.', *table.notes]))}}}",
         rf"\label{{{name}}}",
         rf"\begin{{tabular}}{{{spec}}}",
@@ -186,23 +192,27 @@ def latex_table(table: Table, caption: str | None, label: str | None, count: int
             lines.append(rf"\multicolumn{{{width}}}{{l}}{{\emph{{{_tex(row.group)}}}}} \\")
         previous = row.group
         cells = [_tex(row.label)] + ([str(row.n)] if _counted(table) else [])
-        for column in table.columns:
-            cells.append(_latex_cell(row.cells.get(column.key), column, row))
+        for column, pair in zip(table.columns, paired, strict=True):
+            cells.append(_latex_cell(row.cells.get(column.key), column, row, pair))
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
-def _latex_cell(cell: Cell | None, column: Column, row: Row) -> str:
-    """`mean & ±std†`: two table cells, the ± column left-aligned against the right-aligned mean."""
+def _has_std(table: Table, column: Column) -> bool:
+    return any((c := r.cells.get(column.key)) is not None and c.std is not None for r in table.rows)
+
+
+def _latex_cell(cell: Cell | None, column: Column, row: Row, pair: bool) -> str:
+    """`mean & ±std†` as two table cells (`pair`), else `mean†` as one."""
     if cell is None:
-        return r"\multicolumn{2}{c}{--}"
+        return r"\multicolumn{2}{c}{--}" if pair else "--"
     bold = (lambda t: rf"\textbf{{{t}}}") if cell.best else (lambda t: t)
     mean = bold(column.shown(cell.mean))
     std = rf"${{}}\pm{{}}${bold(column.shown(cell.std))}" if cell.std is not None else ""
     mark = r"$^\dagger$" if cell.significant else ""
     count = rf"\,($n$={cell.n})" if cell.n != row.n else ""
-    return f"{mean} & {std}{mark}{count}"
+    return f"{mean} & {std}{mark}{count}" if pair else f"{mean}{mark}{count}"
 
 
 _LATEX = {
