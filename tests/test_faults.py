@@ -329,6 +329,10 @@ def test_cka_shards_and_merge_killed_anywhere(acts: Path, tmp_path: Path, suffix
         kill = Kill("replace", 1, after=bool(i))
         assert forked(["cka", acts, "--shard", f"{i}/2", "-o", part, *cka], kill) == KILLED
         assert not part.exists() or part.stat().st_size > 0
+        # killed in start-up or at a random moment: never a partial part under its name
+        for kill in (Kill(delay=0.0), Kill(delay=rng.uniform(0.0, 1.0))):
+            forked(["cka", acts, "--shard", f"{i}/2", "-o", part, "--force", *cka], kill)
+            assert visible(tmp_path) <= {p.name for p in parts} | {"out"}
         assert forked(["cka", acts, "--shard", f"{i}/2", "-o", part, "--force", *cka]) == 0
     base = tmp_path / "base.json"
     wall = timed(["cka", "--merge", *parts, "-o", base, "-q"])
@@ -481,3 +485,88 @@ def test_full_disk_small_outputs(cli, acts: Path, ckpt: Path, tmp_path: Path, ve
             "store_merge": ["store", "merge", *parts, "-o", out, "-q"],
         }[verb]
         full_disk_error(cli, argv, out)
+
+
+# ---------------------------------------------------------------------------------------------
+# The mini study, interrupted and rerun
+
+
+def study_outputs(out: Path) -> dict[str, object]:
+    """Everything the study made, as comparable values (weights, store rows, record metrics)."""
+    found: dict[str, object] = {}
+    for path in sorted((out / "runs").rglob("*")):
+        name = str(path.relative_to(out))
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        if path.suffix == ".safetensors" and path.name == "model.safetensors":
+            found[name] = tensors(path)
+        elif path.suffix == ".h5":
+            found[name] = store_rows(path)
+        elif path.suffix == ".json":
+            metrics = load_result(path).metrics
+            found[name] = {k: v for k, v in metrics.items() if "time" not in k}
+        else:
+            found[name] = path.name  # state files: compared by presence only
+    return found
+
+
+def same_output(a: object, b: object) -> bool:
+    if isinstance(a, dict) and a and isinstance(next(iter(a.values())), np.ndarray):
+        return same_arrays(a, b)  # type: ignore[arg-type]
+    return a == b
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_mini_study_interrupted_anywhere_then_rerun_equals_uninterrupted(tmp_path: Path) -> None:
+    """Ctrl-C, SIGTERM (preemption) or SIGKILL to the whole study at random moments, then the
+    same command again: nothing partial is ever accepted, and the end is the uninterrupted
+    study's (weights, stores, records, the printed table)."""
+    script = Path(__file__).parent.parent / "examples" / "mini-study.sh"
+    env = {**os.environ, "OBJECTIVES": "softmax", "EPOCHS": "1", "SEEDS": "1",
+           "LOSSXFER": f"{sys.executable} -m lossxfer", "OMP_NUM_THREADS": "1"}  # fmt: skip
+
+    def study(out: Path) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            ["bash", str(script)],
+            env={**env, "OUT": str(out)},
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,  # its own process group: a signal reaches every step
+        )
+
+    started = time.monotonic()
+    base = study(tmp_path / "base")
+    base_stdout, _ = base.communicate(timeout=900)
+    assert base.returncode == 0
+    wall = time.monotonic() - started
+    reference = study_outputs(tmp_path / "base")
+
+    rng = random.Random(SEED + 5)
+    cut = tmp_path / "cut"
+    interrupted = 0
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL, signal.SIGTERM):
+        proc = study(cut)
+        time.sleep(rng.uniform(0.02, 0.6) * wall)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signum)
+        proc.communicate(timeout=300)
+        interrupted += proc.returncode != 0
+        # No consumer ever sees a partial result: whatever exists under a final name is the
+        # uninterrupted study's (a model file only once its training finished).
+        for name, value in study_outputs(cut).items():
+            if name.endswith("state.safetensors"):
+                continue
+            assert same_output(value, reference[name]), (signal.Signals(signum).name, name)
+    assert interrupted >= 3, f"only {interrupted} of 4 signals interrupted the study"
+    again = study(cut)
+    stdout, _ = again.communicate(timeout=900)
+    assert again.returncode == 0
+    done = study_outputs(cut)
+    assert done.keys() == reference.keys()
+    assert all(same_output(done[k], reference[k]) for k in done), [
+        k for k in done if not same_output(done[k], reference[k])
+    ]
+    assert stdout.replace(str(cut), "OUT") == base_stdout.replace(str(tmp_path / "base"), "OUT")

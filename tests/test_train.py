@@ -265,3 +265,23 @@ def test_sigterm_saves_state_exits_143_and_resume_finishes(tmp_path: Path) -> No
     )
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["metrics"]["epochs"] == 3
+
+
+@pytest.mark.slow
+def test_sigterm_during_start_up_then_the_same_resume_line_finishes(tmp_path: Path) -> None:
+    """A requeue script always passes --resume: a SIGTERM before the first state was saved
+    (imports, data loading) must not make the next run fail."""
+    args = [sys.executable, "-m", "lossxfer", "train", "--data", "synthetic:classes=3,train=20"]
+    args += ["--epochs", "1", "--batch-size", "16", "--device", "cpu", "-o", str(tmp_path)]
+    args += ["--resume"]
+    proc = subprocess.Popen(args, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)  # well before the first epoch ends
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) != 0
+    assert not (tmp_path / "model.safetensors").exists()
+    resumed = subprocess.run([*args, "--json"], cwd=REPO, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "no saved state to resume from; starting from scratch" in resumed.stderr
+    assert json.loads(resumed.stdout)["metrics"]["epochs"] == 1
+    again = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
+    assert again.returncode == 0 and "already complete" in again.stderr

@@ -117,8 +117,8 @@ def cka(
         kinds = Figure().canvas.get_supported_filetypes()
         if plot.suffix.lower().lstrip(".") not in kinds:
             raise UsageError(f"--plot {plot}: use a suffix of {', '.join(sorted(kinds))}")
-    for path in inputs:
-        expect(path, "store")
+    for path in inputs:  # shard parts are HDF5 or JSON (-o part.json): merge_shards checks them
+        expect(path, *(("store", "result") if merge else ("store",)))
     from lossxfer.similarity import CkaConfig, compute_shard, merge_shards, run_cka, write_shard
     from lossxfer.similarity.plot import plot_heatmap
     from lossxfer.similarity.result import CkaResult
