@@ -90,12 +90,19 @@ class Terminal:
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run directory holding a ResNet-18 checkpoint (8 residual blocks) to complete from."""
+    """A run directory holding a ResNet-18 checkpoint (8 residual blocks) to complete from, and
+    a softmax run's separation record under runs/ for `report`."""
     from test_checkpoint import make_checkpoint
+    from test_shell import _store
+
+    from lossxfer.separation import SeparationConfig, run_separation
 
     d = tmp_path_factory.mktemp("work")
     (d / "run").mkdir()
     make_checkpoint(d / "run" / "model.safetensors", arch="resnet18")
+    (d / "runs" / "softmax-s0").mkdir(parents=True)
+    store = _store(d / "acts.h5")
+    run_separation(SeparationConfig(store=str(store))).write(d / "runs" / "softmax-s0" / "sep.json")
     return d
 
 
@@ -159,6 +166,13 @@ def test_layers_from_the_checkpoint_architecture(term: Terminal) -> None:
     screen = term.complete("lossxfer extract run/model.safetensors --layers penultimate,lo",
                            "penultimate,logits")  # fmt: skip
     assert line_of(screen, "$ ").endswith("--layers penultimate,logits")
+
+
+def test_report_baseline_and_layer_from_the_records(term: Terminal) -> None:
+    screen = term.complete("lossxfer report runs --baseline soft", "--baseline softmax")
+    assert line_of(screen, "$ ").endswith("--baseline softmax")
+    screen = term.complete("lossxfer report runs --layer penu", "--layer penultimate")
+    assert line_of(screen, "$ ").endswith("--layer penultimate")
 
 
 def test_folders_continue_without_a_space(term: Terminal) -> None:
