@@ -24,13 +24,15 @@ class Estimator:
     """How one estimator accumulates and finishes.
 
     unit: rows (row blocks, summed exactly), batches (one update is one minibatch) or all
-    (every row at once: not shardable). mixed: whether `precision="mixed"` applies.
+    (every row at once: not shardable). mixed: whether `precision="mixed"` applies. unbiased:
+    HSIC₁ (Song et al.) in place of the biased HSIC, for the row-streamed estimators.
     """
 
     name: str
     summary: str
     unit: Literal["rows", "batches", "all"]
     mixed: bool = False
+    unbiased: bool = False
 
     def start(self, ops: Ops, layout: Layout, shifts: tuple[Any, Any], precision: str) -> Any:
         """An empty accumulator on `ops` (`update(rows_a, rows_b)`, `sums`, `export()`)."""
@@ -40,7 +42,7 @@ class Estimator:
             return e.Minibatch(ops, layout.joint)
         if self.unit == "all":
             return e.Gather(ops)
-        return e.Streaming(ops, layout, self.name == "debiased", *shifts, precision=precision)
+        return e.Streaming(ops, layout, self.unbiased, *shifts, precision=precision)
 
     def combine(self, a: Sums, b: Sums) -> Sums:
         """The sums of two disjoint parts: added (rbf: its row blocks, concatenated)."""
@@ -59,13 +61,19 @@ class Estimator:
             layers = [ops.rows_concat([b[u] for b in blocks]) for u in range(layout.joint)]
             return e.cka_from_hsic(e.rbf_hsic(ops, layers, threshold), layout)
         host = {k: np.asarray(ops.numpy(v)) for k, v in sums.items()}
-        return e.finish_streaming(host, rows, layout, self.name == "debiased")
+        return e.finish_streaming(host, rows, layout, self.unbiased)
 
 
 ESTIMATORS: Registry[Estimator] = Registry("estimator")
 for _estimator in (
     Estimator("linear", "biased HSIC, exact over all rows", "rows", mixed=True),
-    Estimator("debiased", "unbiased HSIC (Song et al.), exact over all rows", "rows", mixed=True),
+    Estimator(
+        "debiased",
+        "unbiased HSIC (Song et al.), exact over all rows",
+        "rows",
+        mixed=True,
+        unbiased=True,
+    ),
     Estimator("minibatch", "Σ of per-batch unbiased HSIC (Nguyen et al.), any width", "batches"),
     Estimator("rbf", "Gaussian kernel on full n × n Grams (≤ --max-n rows)", "all"),
 ):
