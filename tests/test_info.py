@@ -46,7 +46,8 @@ def test_json_lists_one_object_per_file_in_order(cli, files: dict[str, Path]) ->
     assert ckpt["format"] == "lossxfer.checkpoint/1"
     assert (ckpt["arch"], ckpt["objective"], ckpt["seed"]) == ("smallcnn", "softmax", 7)
     assert ckpt["classes"] == [0, 1, 2] and ckpt["num_classes"] == 3
-    assert ckpt["input"] == {"channels": 1, "size": 8, "mean": [0.5], "std": [0.29]}
+    assert ckpt["input"] == {"channels": 1, "size": 8, "mean": [0.5], "std": [0.29],
+                             "interpolation": "bicubic", "crop": 0.875}  # fmt: skip
     assert ckpt["objective_opts"] == {"temperature": 1.0}
     assert ckpt["metrics"] == {"test_top1": 0.5}
     assert ckpt["data"]["spec"] == "synthetic:classes=5,size=8"
