@@ -238,7 +238,7 @@ def compare(n: int, a: Path, b: Path, widths: list[int], args: argparse.Namespac
         peak = args.peak32 if ("mixed" in name or "float32" in name) else args.peak64
         rate = flops / t / 1e9
         diff = float(np.nanmax(np.abs(out[name] - exact)))
-        speed = f"×{t / t_exact:5.2f} of exact" if name != "lossxfer exact" else " " * 14
+        speed = f"{t / t_exact:5.2f}× exact's time" if name != "lossxfer exact" else " " * 17
         print(
             f"  {name:15s} {t:8.2f} s  {speed}  {rate:6.1f} GFLOP/s = {rate / peak:4.0%} of "
             f"{'f32' if peak == args.peak32 else 'f64'} peak  max|Δ| vs exact {diff:.1e}",
