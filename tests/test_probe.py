@@ -220,7 +220,7 @@ def test_cli_probe_json_record_and_table(store: Path, cli: Callable[..., CliRun]
     assert doc["metrics"]["rows"] == {"fit": 90, "val": 30, "refit": 120, "test": 40}
     again = cli("probe", store, "-o", out)
     assert again.code == 2 and "--force" in again.stderr
-    table = cli("probe", store, "--grid", "3", "-q")
+    table = cli("probe", store, "--grid", "3")
     assert table.code == 0 and "linear" in table.stdout and "knn" in table.stdout
     assert "ridge" not in table.stdout  # default: linear and knn
 
