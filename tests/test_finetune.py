@@ -184,5 +184,12 @@ def test_cli_finetune_json(cli, source: Path, tmp_path: Path) -> None:
     assert run.code == 0, run.stderr
     record = json.loads(run.stdout)
     assert len(record["metrics"]["val_grid"]) == 2 and record["metrics"]["steps"] == 2
+    resolved = record["config"]["resolved"]  # what was used, beside what was asked
+    assert (resolved["lr"], resolved["steps"], resolved["batch_size"]) == (0.05, 2, 128)
+    assert resolved["lr_grid"] == [0.05] and resolved["weight_decay_grid"] == [0.0, 1e-4]
+    assert resolved["device"] == "cpu" and resolved["threads"] >= 1 and resolved["torch_version"]
+    assert record["model"]["training"]["epochs"] == 1  # the source checkpoint's training
+    _, meta = load_checkpoint(tmp_path / "model.safetensors")
+    assert meta.training["lr"] == 0.05 and meta.training["refit"] is True
     assert cli(*args, "-o", tmp_path).code == 2  # refuses to overwrite
     assert cli(*args[:-1], "--lr", "x", "-o", tmp_path / "n").code == 2
