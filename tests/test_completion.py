@@ -79,9 +79,15 @@ class Terminal:
         self.tmux("send-keys", "clear", "Enter")
         self.wait(r"\A\$\s*\Z", "empty screen")
         self.tmux("send-keys", "-l", line)
+        self.wait(re.escape(line), "the typed line")
         for key in then:
+            before = self.screen()
             self.tmux("send-keys", key)
-            time.sleep(0.3 if key == "Tab" else 0)
+            if key == "Tab":  # the answer comes from a Python process: let it arrive (fish
+                deadline = time.monotonic() + 5  # drops a completion that keys overtake)
+                while self.screen() == before and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                time.sleep(0.2)
         return self.wait(expect, f"completion of {line!r}")
 
     def close(self) -> None:
@@ -91,7 +97,7 @@ class Terminal:
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run directory holding a ResNet-18 checkpoint (8 residual blocks) to complete from, and
-    a softmax run's separation record under runs/ for `report`."""
+    a softmax run's separation record under records/ for `report`."""
     from test_checkpoint import make_checkpoint
     from test_shell import _store
 
@@ -100,9 +106,9 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("work")
     (d / "run").mkdir()
     make_checkpoint(d / "run" / "model.safetensors", arch="resnet18")
-    (d / "runs" / "softmax-s0").mkdir(parents=True)
-    store = _store(d / "acts.h5")
-    run_separation(SeparationConfig(store=str(store))).write(d / "runs" / "softmax-s0" / "sep.json")
+    record = d / "records" / "softmax-s0" / "sep.json"
+    record.parent.mkdir(parents=True)
+    run_separation(SeparationConfig(store=str(_store(d / "acts.h5")))).write(record)
     return d
 
 
@@ -169,9 +175,9 @@ def test_layers_from_the_checkpoint_architecture(term: Terminal) -> None:
 
 
 def test_report_baseline_and_layer_from_the_records(term: Terminal) -> None:
-    screen = term.complete("lossxfer report runs --baseline soft", "--baseline softmax")
+    screen = term.complete("lossxfer report records --baseline soft", "--baseline softmax")
     assert line_of(screen, "$ ").endswith("--baseline softmax")
-    screen = term.complete("lossxfer report runs --layer penu", "--layer penultimate")
+    screen = term.complete("lossxfer report records --layer penu", "--layer penultimate")
     assert line_of(screen, "$ ").endswith("--layer penultimate")
 
 
