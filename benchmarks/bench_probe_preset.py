@@ -4,8 +4,9 @@ Runs the linear probe's protocol (docs/method.md §4) on the same rows four ways
 45-point float64 sweep, the fast preset (12 points over the same λ range, float32 iterations
 polished in float64 to the same tolerance), and each change alone (12 points in float64; 45
 points mixed), so the time saved and the accuracy moved can be told apart. Prints, per input,
-the seconds, chosen λ and test top-1 of each, then the time ratios and the test top-1
-differences against the paper's sweep (mean, largest loss, largest gain) over all inputs.
+the CPU seconds (process time, one thread: robust to other jobs), chosen λ and test top-1 of
+each, then the time ratios and the test top-1 differences against the paper's sweep (mean,
+largest loss, largest gain) over all inputs.
 
 Inputs: activation stores (their `penultimate` layer, else the last; the store's val split or
 the probe's held-out 20% as `lossxfer probe` does), or without any, synthetic penultimate-like
@@ -65,9 +66,10 @@ def synthetic_splits(seed: int) -> ProbeSplits:
 
 
 def run(splits: ProbeSplits, options: ProbeOptions) -> tuple[float, float, float]:
-    tick = time.perf_counter()
+    """CPU seconds of this process (one thread: robust to other jobs on a shared machine)."""
+    tick = time.process_time()
     fit = linear(splits, options, no_progress, "linear")
-    return time.perf_counter() - tick, fit.chosen, fit.test_top1
+    return time.process_time() - tick, fit.chosen, fit.test_top1
 
 
 def main() -> None:
@@ -86,10 +88,11 @@ def main() -> None:
         for way, options in WAYS.items():
             seconds, lam, top1 = run(splits, options)
             results[way].append((seconds, lam, top1))
-            print(f"  {way:>13}: {seconds:7.2f} s  λ={lam:<9.3g} test top-1 {top1:.4f}")
+            print(f"  {way:>13}: {seconds:7.2f} CPU s  λ={lam:<9.3g} test top-1 {top1:.4f}")
     paper = results["paper"]
     total = sum(s for s, _, _ in paper)
-    print(f"\n{len(inputs)} inputs; against the paper's 45-point float64 sweep ({total:.1f} s):")
+    head = f"{len(inputs)} inputs; against the paper's 45-point float64 sweep"
+    print(f"\n{head} ({total:.1f} CPU s):")
     for way in list(WAYS)[1:]:
         rows = results[way]
         diffs = [100 * (r[2] - p[2]) for r, p in zip(rows, paper, strict=True)]
