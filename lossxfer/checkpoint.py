@@ -88,8 +88,10 @@ class CheckpointMeta:
                     values[f.name] = json.loads(raw)
                 elif f.name in ("num_classes", "seed"):
                     values[f.name] = int(raw)
-                else:
+                elif isinstance(raw, str):
                     values[f.name] = raw
+                else:  # safetensors metadata is string → string; a hand-made header may not be
+                    raise TypeError(f.name)
                 if f.name == "input":
                     values[f.name] = InputSpec.from_dict(values[f.name])
             except (json.JSONDecodeError, ValueError, KeyError, TypeError):

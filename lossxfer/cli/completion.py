@@ -69,6 +69,7 @@ KIND = {"--arch": "architecture"}
 
 def check_choices(param: click.Parameter, value: Any) -> None:
     """Validate a CHOICES option's value(s); lists may also be comma-separated."""
+    from lossxfer.errors import UsageError
     from lossxfer.registry import check_choice
 
     option = next((o for o in param.opts if o in CHOICES), None)
@@ -76,7 +77,10 @@ def check_choices(param: click.Parameter, value: Any) -> None:
         return
     values = parse_list(value) if isinstance(value, (list, tuple)) else [value]
     for item in values:
-        check_choice(KIND.get(option, option.lstrip("-")), item, CHOICES[option]())
+        try:
+            check_choice(KIND.get(option, option.lstrip("-")), item, CHOICES[option]())
+        except UsageError as exc:  # name the option, as every other usage error does
+            raise UsageError(f"{option}: {exc}") from None
 
 
 def complete_path(*suffixes: str) -> Callable[[str], list[str]]:
