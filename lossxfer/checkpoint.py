@@ -103,6 +103,8 @@ class CheckpointMeta:
             "data": dict,
             "training": dict,
             "config": dict,
+            "metrics": dict,
+            "extra": dict,
         }
         for name, typ in expect.items():
             if not isinstance(getattr(meta, name), typ):

@@ -229,7 +229,7 @@ def test_cli_bad_options_exit_2(store: Path, cli: Callable[..., CliRun]) -> None
     for args, message in (
         (["--grid-range", "1e-3"], "--grid-range"),
         (["--grid-range", "1,0.1"], "--grid-range"),
-        (["--method", "linaer"], "unknown method 'linaer' (did you mean 'linear'?)"),
+        (["--method", "linaer"], "--method: unknown method 'linaer' (did you mean 'linear'?)"),
     ):
         run = cli("probe", store, *args)
         assert run.code == 2, args
