@@ -111,6 +111,7 @@ class CheckpointMeta:
                 raise InputError(f"{source}: checkpoint metadata {name!r} must be a JSON {typ}")
         if meta.num_classes != _label_count(meta, source) or meta.num_classes < 1:
             raise InputError(f"{source}: num_classes disagrees with the class list")
+        _check_finished(meta, source)
         return meta
 
     @property
@@ -130,6 +131,26 @@ class CheckpointMeta:
             "training": self.training,
             "checkpoint_sha256": sha,
         }
+
+
+def _check_finished(meta: CheckpointMeta, source: object) -> None:
+    """Refuse a model saved before its run ended (0.1 wrote one after every epoch).
+
+    Since 0.2 a model file is only written at the end of a run; older checkpoints are told by
+    their record of what was done (`metrics.steps`/`epochs`) falling short of what was asked
+    (`config.optim.steps`/`epochs`)."""
+    optim = meta.config.get("optim")
+    if not isinstance(optim, dict):
+        return  # imported models, hand-made checkpoints: nothing was planned here
+    for unit in ("steps", "epochs"):
+        planned, done = optim.get(unit), meta.metrics.get(unit)
+        if isinstance(planned, int) and isinstance(done, int):
+            if done < planned:
+                raise InputError(
+                    f"{source}: an unfinished run ({done} of {planned} {unit}); rerun its train "
+                    "command with --resume to finish it"
+                )
+            return
 
 
 def _label_count(meta: CheckpointMeta, source: object) -> int:

@@ -196,3 +196,30 @@ def test_a_header_length_ending_in_0x80_is_not_taken_for_a_pickle(tmp_path: Path
     pickled = tmp_path / "p.pth"
     torch.save({"w": torch.zeros(2)}, pickled, _use_new_zipfile_serialization=False)
     assert pickled.read_bytes()[:1] == b"\x80" and sniff(pickled) == "pickle"
+
+
+def test_a_model_saved_before_its_run_ended_is_refused(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    """0.1 wrote model.safetensors after every epoch: such a file (3 of 8 epochs done) is refused
+    by every reader with exit 3 and a line naming --resume; a finished one is accepted."""
+    from safetensors import safe_open
+
+    run = tmp_path / "run"
+    data = "synthetic:classes=3,size=8,train=10,test=6"
+    done = cli("train", "--data", data, "--epochs", 1, "-o", run, "-q", "--device", "cpu")
+    assert done.code == 0, done.stderr
+    model = run / "model.safetensors"
+    assert cli("info", model).code == 0
+    with safe_open(str(model), "pt") as fh:
+        meta = dict(fh.metadata())
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+    config, metrics = json.loads(meta["config"]), json.loads(meta["metrics"])
+    config["optim"]["epochs"], metrics["epochs"] = 8, 3
+    meta.update(config=json.dumps(config), metrics=json.dumps(metrics))
+    partial = tmp_path / "partial.safetensors"
+    save_file(tensors, str(partial), metadata=meta)
+    for args in (["info", partial], ["extract", partial, "--data", data, "-o", tmp_path / "a.h5"]):
+        run_ = cli(*args)
+        assert run_.code == 3, run_.stderr
+        assert "unfinished run (3 of 8 epochs)" in run_.stderr and "--resume" in run_.stderr
+        assert run_.stderr.count("\n") == 1
+    assert not (tmp_path / "a.h5").exists()
