@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import queue
 import threading
 import time
@@ -120,13 +121,16 @@ def run_extract(config: ExtractConfig, progress: ProgressFn | None = None) -> Re
     with cpu_threads(device, config.threads, network, shape) as threads:
         specs = layer_specs(network, layers, config.pool, meta.input, device)
         streaming = time.perf_counter()
-        with writer as w:
+        # The writer thread also creates the store and its splits, beside the first forward
+        # passes; the store is closed (flushed, synced, renamed) here once every write is done.
+        with contextlib.ExitStack() as store, _BackgroundWriter() as sink:
+            sink.put(store.enter_context, writer)
             for name, split in splits.items():
                 lo, hi = ranges[name]
-                w.create_split(name, hi - lo, specs)
-                forward_s += extract_split(
-                    network, split, lo, hi, w, name, layers, config, device, report
-                )
+                sink.put(writer.create_split, name, hi - lo, specs)
+                write = functools.partial(sink.put, writer.write)
+                forward_s += extract_split(network, split, lo, hi, write, name, layers, config,
+                                           device, report)  # fmt: skip
         stream_s = time.perf_counter() - streaming
     stages.done("forward", forward_s)
     stages.done("write", stream_s - forward_s)  # reading images and writing rows, beside it
@@ -242,14 +246,15 @@ def extract_split(
     split: Split,
     lo: int,
     hi: int,
-    writer: StoreWriter,
+    write: Callable[..., None],
     name: str,
     layers: list[str],
     config: ExtractConfig,
     device: torch.device,
     progress: ProgressFn,
 ) -> float:
-    """Stream rows [lo, hi) of `split` through the network into `writer`; forward seconds."""
+    """Stream rows [lo, hi) of `split` through the network into `write` (StoreWriter.write's
+    arguments, queued to the writer thread); the forward seconds."""
     import torch
 
     dtype = {"float32": torch.float32, "float16": torch.float16}[config.dtype]
@@ -259,20 +264,13 @@ def extract_split(
     progress(f"extract {name}", 0, hi - lo)
     modules = network.named_layers()
     stream = stream_rows(network, modules, layers, batches, config.pool, dtype, device)
-    with _BackgroundWriter() as sink:
-        for start, rows, seconds in stream:
-            forward_s += seconds
-            n = len(rows[layers[0]])
-            sink.put(
-                writer.write,
-                name,
-                start - lo,
-                split.labels[start : start + n],
-                split.index[start : start + n],
-                rows,
-            )
-            done += n
-            progress(f"extract {name}", done, hi - lo)
+    for start, rows, seconds in stream:
+        forward_s += seconds
+        n = len(rows[layers[0]])
+        labels, index = split.labels[start : start + n], split.index[start : start + n]
+        write(name, start - lo, labels, index, rows)
+        done += n
+        progress(f"extract {name}", done, hi - lo)
     return forward_s
 
 
