@@ -41,7 +41,6 @@ ARCH = ENV.get("ARCH", "smallcnn")
 DEVICE = ENV.get("DEVICE", "cpu")
 THREADS = int(ENV.get("THREADS", "1"))
 EPOCHS = int(ENV.get("EPOCHS", "10"))
-LR = {"squared_error": 0.0002}  # its loss is ~3·10⁵ per example at initialisation
 
 
 def log(message: str) -> None:
@@ -67,7 +66,7 @@ def one(proto: str, name: str, seed: int, epochs: int, loss: str, opts: dict[str
                 loss_opts=dict(opts),
                 classes=source_classes,
                 label_map=label_map,
-                optim=OptimConfig(epochs=epochs, lr=LR.get(loss)),
+                optim=OptimConfig(epochs=epochs),  # each objective's default rate
                 run=RunOptions(device=DEVICE, seed=seed, threads=THREADS),
             ),
             run,
