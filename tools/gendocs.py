@@ -19,7 +19,7 @@ import typer
 import typer._click as click
 
 from lossxfer import __version__
-from lossxfer.cli import app
+from lossxfer.cli import load
 from lossxfer.cli.completion import COMPLETE_VAR, REPO_PATHS, SCRIPTS
 from lossxfer.cli.objectives import objective_rows
 from lossxfer.errors import EXIT_CODES
@@ -127,7 +127,7 @@ def _verb(path: list[str], cmd: click.Command) -> Verb:
 
 def collect() -> tuple[Verb, list[Verb]]:
     """The root command and every verb (nested groups flattened: `store merge`)."""
-    root = typer.main.get_command(app)
+    root = typer.main.get_command(load())
     verbs: list[Verb] = []
 
     def walk(path: list[str], cmd: click.Command) -> None:

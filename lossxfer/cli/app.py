@@ -100,9 +100,8 @@ def main(argv: list[str] | None = None) -> None:
 
     args = sys.argv[1:] if argv is None else argv
     command = typer.main.get_command(app)
-    completing = COMPLETE_VAR in os.environ
-    prepare(command, completing)
-    if completing:  # a shell's completion request (completions/ scripts): answer and exit
+    prepare(command)
+    if COMPLETE_VAR in os.environ:  # a completion request (completions/ scripts): answer, exit
         from typer._completion_classes import completion_init
 
         completion_init()

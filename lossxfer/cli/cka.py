@@ -1,7 +1,5 @@
 """`lossxfer cka`: layer × layer CKA between activation stores; shards and their merge."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +20,13 @@ from lossxfer.cli.common import (
 from lossxfer.cli.completion import complete_path
 
 _LAYERS = "Layers of store A: repeat or comma-separate; `all` (default) for every stored layer."
+
+
+def _estimators_help() -> str:
+    """One clause per registered estimator (the registry is light: no numpy at import)."""
+    from lossxfer.similarity.registry import ESTIMATORS
+
+    return "; ".join(f"{name}: {ESTIMATORS.get(name).summary}" for name in ESTIMATORS) + "."
 
 
 @app.command(
@@ -86,7 +91,8 @@ def cka(
         bool, typer.Option("--merge", help="Inputs are shard files: sum them and finish.")
     ] = False,
     plot: Annotated[
-        Path | None, typer.Option("--plot", help="Also draw the matrix as a heatmap (.png).")
+        Path | None,
+        typer.Option("--plot", metavar="FILE", help="Also draw the matrix as a heatmap (.png)."),
     ] = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
@@ -160,10 +166,3 @@ def cka(
         if plot is not None:
             plot_heatmap(result, plot, force)
         ui.emit(result, render=lambda r: CkaResult.from_dict(r.metrics))
-
-
-def _estimators_help() -> str:
-    """One clause per registered estimator (the registry is light: no numpy at import)."""
-    from lossxfer.similarity.registry import ESTIMATORS
-
-    return "; ".join(f"{name}: {ESTIMATORS.get(name).summary}" for name in ESTIMATORS) + "."

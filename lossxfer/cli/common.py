@@ -73,7 +73,7 @@ QuietOpt = Annotated[
 ]
 OutOpt = Annotated[
     Path | None,
-    typer.Option("-o", "--out", help="Write the result here.", dir_okay=False),
+    typer.Option("-o", "--out", metavar="FILE", help="Write the result here.", dir_okay=False),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")]
 DebugOpt = Annotated[

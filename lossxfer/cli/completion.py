@@ -189,30 +189,15 @@ CONTEXT_COMPLETION: dict[str, ContextComplete] = {
 }
 
 
-class _Uncoerced:
-    """Typer's value coercion as a no-op (see `prepare`)."""
-
-    def coerce(self, value: Any, param: click.Parameter, ctx: click.Context) -> Any:
-        return value
-
-
-def prepare(command: click.Command, completing: bool) -> None:
+def prepare(command: click.Command) -> None:
     """Give every option in the tree its completion (from the tables) and choice validation.
 
-    Verbs declare options plainly; an option with its own `autocompletion` keeps it. When
-    `completing`, Typer's value coercion is skipped: completion needs the words on the line,
-    not typed values, and coercion imports pydantic (~100 ms per TAB).
+    Verbs declare options plainly; an option with its own `autocompletion` keeps it.
     """
     from typer._click.shell_completion import CompletionItem
 
-    if completing:
-        import typer.core
-
-        parameter = getattr(typer.core, "_TyperParameter", None)
-        if parameter is not None:
-            parameter.get_runtime_param = lambda self: _Uncoerced()
     for sub in getattr(command, "commands", {}).values():
-        prepare(sub, completing)
+        prepare(sub)
     for param in command.params:
         option = next((o for o in param.opts if o in CHOICES or o in CONTEXT_COMPLETION), None)
         if option is None:

@@ -1,7 +1,5 @@
 """`lossxfer extract`: a checkpoint's activations on a dataset, streamed to an HDF5 store."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -56,7 +54,10 @@ def extract(
         ),
     ],
     data: Annotated[str, typer.Option("--data", help="Data spec, e.g. digits, cifar10:ROOT.")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Store to write (.h5).", dir_okay=False)],
+    out: Annotated[
+        Path,
+        typer.Option("-o", "--out", metavar="FILE", help="Store to write (.h5).", dir_okay=False),
+    ],
     split: Annotated[
         list[str] | None, typer.Option("--split", help="train, val, test; repeatable.")
     ] = None,
@@ -119,7 +120,7 @@ def extract(
         ui.emit(run_extract(config, progress=ui.progress), render=_summary)
 
 
-def _summary(result: Result) -> str:
+def _summary(result: "Result") -> str:
     m, t = result.metrics, result.timing
     rows = ", ".join(f"{s} {n}" for s, n in m["splits"].items())
     layers = ", ".join(f"{k} ({d})" for k, d in m["layers"].items())

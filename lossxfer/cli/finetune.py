@@ -1,7 +1,5 @@
 """`lossxfer finetune`: a checkpoint's backbone, a new head, a lr × weight-decay grid."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -167,7 +165,7 @@ def finetune(
     )
 
 
-def render_grid(result: Result) -> Any:
+def render_grid(result: "Result") -> Any:
     """The validation grid (the chosen cell marked) above the test accuracy."""
     from rich.console import Group
     from rich.table import Table

@@ -1,7 +1,5 @@
 """`lossxfer info`: what a lossxfer file is and what its metadata says."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

@@ -1,7 +1,5 @@
 """`lossxfer objectives`: the nine objectives, their options, defaults, formulas and references."""
 
-from __future__ import annotations
-
 from typing import Any
 
 from lossxfer.cli.app import app

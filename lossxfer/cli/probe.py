@@ -1,7 +1,5 @@
 """`lossxfer probe`: linear, ridge and kNN transfer probes of stored layers."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -138,7 +136,7 @@ def probe(
         ui.emit(result, render=_table)
 
 
-def _table(result: Result) -> Table:
+def _table(result: "Result") -> "Table":
     from rich.box import SIMPLE_HEAD
     from rich.table import Table
 

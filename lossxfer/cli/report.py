@@ -1,7 +1,5 @@
 """`lossxfer report`: paper-style tables and plots from result records."""
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -127,6 +125,7 @@ def report(
         Path | None,
         typer.Option(
             "--plots",
+            metavar="DIR",
             help="Write the figures (PNG, SVG and PDF, one column wide) into this folder.",
             file_okay=False,
         ),
@@ -153,6 +152,7 @@ def report(
         typer.Option(
             "-o",
             "--out",
+            metavar="PATH",
             help="Write the tables here, not to stdout: a file (its suffix implies --format), "
             "or a folder (an existing one, or a name without suffix) for one file per table, "
             "named after it (csv unless --format says otherwise). CSV and TSV hold one table: "

@@ -1,7 +1,5 @@
 """`lossxfer separation`: class separation R² and representation statistics of a store."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -90,7 +88,7 @@ def separation(
         ui.emit(result, render=_table)
 
 
-def _table(result: Result) -> Table:
+def _table(result: "Result") -> "Table":
     from rich.box import SIMPLE_HEAD
     from rich.table import Table
 

@@ -1,7 +1,5 @@
 """`lossxfer store merge`: join the shards of `extract --shard i/N` into one store."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 
@@ -27,7 +25,8 @@ def merge(
         ),
     ],
     out: Annotated[
-        Path, typer.Option("-o", "--out", help="Merged store to write.", dir_okay=False)
+        Path,
+        typer.Option("-o", "--out", metavar="FILE", help="Merged store to write.", dir_okay=False),
     ],
     json_: JsonOpt = False,
     quiet: QuietOpt = False,

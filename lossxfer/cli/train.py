@@ -1,7 +1,5 @@
 """`lossxfer train`: train a network with one objective and write a run directory."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -30,6 +28,7 @@ RunDirOpt = Annotated[
     typer.Option(
         "-o",
         "--out",
+        metavar="DIR",
         help="Run directory (created): model.safetensors, the result record, training state.",
         file_okay=False,
     ),
@@ -200,7 +199,7 @@ def train(
     )
 
 
-def render_accuracy(result: Result) -> Any:
+def render_accuracy(result: "Result") -> Any:
     """A small table of the accuracies in a train or finetune record."""
     from rich.table import Table
 

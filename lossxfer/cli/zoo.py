@@ -1,7 +1,5 @@
 """`lossxfer import`: a torchvision or timm model becomes an ordinary lossxfer checkpoint."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -43,12 +41,19 @@ def import_(
     model: Annotated[str, typer.Argument(help="SOURCE:NAME, e.g. timm:resnet50.")],
     out: Annotated[
         Path,
-        typer.Option("-o", "--out", help="Checkpoint to write (.safetensors).", dir_okay=False),
+        typer.Option(
+            "-o",
+            "--out",
+            metavar="FILE",
+            help="Checkpoint to write (.safetensors).",
+            dir_okay=False,
+        ),
     ],
     weights: Annotated[
         Path | None,
         typer.Option(
             "--weights",
+            metavar="PATH",
             help="Weights: a .safetensors file or a Hugging Face model folder.",
             autocompletion=complete_path(".safetensors"),
         ),
@@ -108,7 +113,7 @@ def _floats(option: str, text: str | None) -> list[float] | None:
         raise UsageError(f"{option} {text!r}: expected comma-separated numbers") from None
 
 
-def _summary(result: Result) -> str:
+def _summary(result: "Result") -> str:
     m = result.metrics
     spec = m["input"]
     return (
