@@ -41,6 +41,31 @@ def test_help_imports_nothing_heavy() -> None:
     assert not {m for m in loaded if m.split(".")[0] in HEAVY}
 
 
+def test_a_verb_builds_only_its_own_command() -> None:
+    """`lossxfer info ...` imports the info verb alone (start-up is Typer reading parameters),
+    and no pydantic (Typer 0.29 builds a pydantic adapter per parameter on every run)."""
+    loaded, code, _ = _run("info", "--help")
+    assert code == 0
+    verbs = {m for m in loaded if m.startswith("lossxfer.cli.")} - {
+        "lossxfer.cli.app", "lossxfer.cli.common", "lossxfer.cli.completion"
+    }  # fmt: skip
+    assert verbs == {"lossxfer.cli.info"}
+    assert "pydantic" not in loaded
+
+
+def test_help_and_unknown_verbs_load_every_verb_in_study_order() -> None:
+    from lossxfer.cli import VERBS
+
+    loaded, code, stderr = _run("extrct")
+    assert code == 2 and "Did you mean 'extract'?" in stderr
+    assert {f"lossxfer.cli.{m}" for m in VERBS.values()} <= loaded
+    listed = [
+        line.split()[1] for line in run_subprocess("--help").stdout.splitlines()
+        if line.startswith("│ ") and len(line.split()) > 2 and line.split()[1] in VERBS
+    ]  # fmt: skip
+    assert listed == list(VERBS)
+
+
 def test_version() -> None:
     run = run_subprocess("--version")
     assert run.code == 0

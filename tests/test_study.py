@@ -79,3 +79,19 @@ def test_mini_study_end_to_end(tmp_path: Path) -> None:
     assert again.returncode == 0
     assert "skip" in again.stderr and "run   " not in again.stderr
     assert again.stdout == proc.stdout  # -q steps print nothing; the same table
+
+
+@pytest.mark.slow
+def test_mini_study_stops_every_step_at_the_first_failure(tmp_path: Path) -> None:
+    """Objectives run JOBS at once: a failing one ends the study with its exit status, stops the
+    others (SIGTERM to their process trees: training saves its state) and leaves nothing
+    running."""
+    out = tmp_path / "study"
+    env = {"OUT": str(out), "OBJECTIVES": "no_such_loss softmax", "EPOCHS": "3", "JOBS": "2"}
+    proc = _bash(REPO / "examples" / "mini-study.sh", env, tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "no_such_loss" in proc.stderr
+    assert not (out / "report.md").exists()
+    assert not (out / "runs" / "softmax-s0" / "model.safetensors").exists()
+    left = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True)
+    assert left.stdout == "", f"still running: {left.stdout}"
