@@ -236,3 +236,15 @@ def test_read_ahead_passes_items_errors_and_stops_with_its_consumer() -> None:
             break
     assert len(produced) <= 6  # read ahead by one, then stopped
     assert not any(t.name == "lossxfer-cka-read" for t in threading.enumerate())
+
+
+def test_mixed_blocks_are_one_float32_product() -> None:
+    """Automatic blocks in mixed precision never exceed MIXED_ROWS (a block just over it would be
+    split into two half-size float32 products); exact blocks keep the memory-sized rows."""
+    from lossxfer.similarity.api import BLOCK_BYTES, auto_block_rows
+    from lossxfer.similarity.estimators import MIXED_ROWS
+
+    width = 8064  # two stores of 64…2048-wide layers: 4161 float64 rows in BLOCK_BYTES
+    assert auto_block_rows(width) == BLOCK_BYTES // (8 * width) > MIXED_ROWS
+    assert auto_block_rows(width, "mixed") == MIXED_ROWS
+    assert auto_block_rows(100_000, "mixed") == auto_block_rows(100_000) < MIXED_ROWS

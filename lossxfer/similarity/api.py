@@ -15,7 +15,7 @@ import numpy as np
 
 from lossxfer.registry import check_choice
 from lossxfer.similarity.backends import Ops, backend_of, get_backend
-from lossxfer.similarity.estimators import Layout, Sums
+from lossxfer.similarity.estimators import MIXED_ROWS, Layout, Sums
 from lossxfer.similarity.registry import ESTIMATORS, PRECISIONS
 from lossxfer.similarity.result import CkaResult
 
@@ -192,9 +192,12 @@ def _layers(data: Layers, default: str) -> tuple[list[str], list[Any]]:
     return [str(k) for k, _ in items], out
 
 
-def auto_block_rows(width: int) -> int:
-    """Rows per streamed block for a joint width: large BLAS calls, O(p²) memory."""
-    return int(np.clip(BLOCK_BYTES // (8 * max(width, 1)), 256, 16384))
+def auto_block_rows(width: int, precision: str = "exact") -> int:
+    """Rows per streamed block for a joint width: large BLAS calls, O(p²) memory. Mixed
+    precision caps a block at MIXED_ROWS, so that it is one float32 product rather than two
+    halves of a block a little over the bound."""
+    rows = int(np.clip(BLOCK_BYTES // (8 * max(width, 1)), 256, 16384))
+    return min(rows, MIXED_ROWS) if precision == "mixed" else rows
 
 
 def _width(x: Any) -> int:
@@ -253,7 +256,11 @@ def cka_matrix(
     acc = CkaAccumulator(estimator, precision=precision, threshold=threshold)
     n = next(iter(layers_a.values())).shape[0]
     width = sum(_width(x) for x in [*layers_a.values(), *(layers_b or {}).values()])
-    step = batch_size if acc.estimator.unit == "batches" else block_rows or auto_block_rows(width)
+    step = (
+        batch_size
+        if acc.estimator.unit == "batches"
+        else block_rows or auto_block_rows(width, precision)
+    )
     for lo in range(0, n, step):
         hi = min(n, lo + step)
         if acc.estimator.unit == "batches" and hi - lo < 4:

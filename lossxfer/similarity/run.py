@@ -27,7 +27,7 @@ from lossxfer.registry import check_choice
 from lossxfer.results import Result, input_record
 from lossxfer.similarity.api import SHIFT_ROWS, CkaAccumulator, auto_block_rows
 from lossxfer.similarity.backends import NumpyOps, get_backend
-from lossxfer.similarity.estimators import MIXED_ROWS, Layout, Sums
+from lossxfer.similarity.estimators import Layout, Sums
 from lossxfer.similarity.registry import ESTIMATORS, PRECISIONS
 from lossxfer.similarity.result import CkaResult
 from lossxfer.store import Store, check_aligned, open_store
@@ -185,9 +185,7 @@ def accumulate(
     config = job.config
     ops = get_backend(config.backend, config.device)
     width = sum(job.layout.widths_a) + sum(job.layout.widths_b or ())
-    block = config.block_rows or auto_block_rows(width)
-    if config.precision == "mixed" and not config.block_rows:  # one float32 product per block,
-        block = min(block, MIXED_ROWS)  # not a split of a block a little over MIXED_ROWS
+    block = config.block_rows or auto_block_rows(width, config.precision)
     fixed: dict[str, np.ndarray] = {}
     shift: tuple[Any, Any] | None = None
     if ESTIMATORS.get(config.estimator).unit != "batches":
