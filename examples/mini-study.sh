@@ -24,6 +24,10 @@ OBJECTIVES=${OBJECTIVES:-softmax label_smoothing sigmoid extra_final_layer_l2 dr
 logit_penalty logit_normalization cosine_softmax squared_error}
 EPOCHS=${EPOCHS:-}
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 1)}
+if [[ ! $JOBS =~ ^[1-9][0-9]*$ ]]; then
+  echo "mini-study: JOBS=$JOBS: expected a positive whole number" >&2
+  exit 2
+fi
 (( JOBS > 1 )) && export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 read -r -a LOSSXFER <<< "${LOSSXFER:-lossxfer}"  # e.g. LOSSXFER="python -m lossxfer"
 # Every objective trains at its default learning rate: 0.1 × batch/256 times the objective's

@@ -95,3 +95,12 @@ def test_mini_study_stops_every_step_at_the_first_failure(tmp_path: Path) -> Non
     assert not (out / "runs" / "softmax-s0" / "model.safetensors").exists()
     left = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True)
     assert left.stdout == "", f"still running: {left.stdout}"
+
+
+@pytest.mark.parametrize("jobs", ["0", "two", "-1"])
+def test_mini_study_refuses_a_bad_jobs_value(tmp_path: Path, jobs: str) -> None:
+    proc = _bash(REPO / "examples" / "mini-study.sh", {"OUT": str(tmp_path / "s"), "JOBS": jobs},
+                 tmp_path)  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"mini-study: JOBS={jobs}: expected a positive whole number"
+    assert not (tmp_path / "s").exists()
