@@ -55,8 +55,25 @@ def rbf_gram(x: np.ndarray, threshold: float) -> np.ndarray:
     return np.exp(-d2 / (2 * threshold**2 * np.median(d2)))
 
 
+def self_hsic(k: np.ndarray, hsic) -> float:  # type: ignore[no-untyped-def]
+    """HSIC(K, K), or 0 where it is below 1e-12 of the sum of its terms' sizes: the exact
+    value is then 0 (e.g. one nonzero row: HSIC₁ is translation-invariant) and CKA undefined."""
+    a = np.abs(k)
+    if hsic is hsic_unbiased:
+        n, one = len(k), np.ones(len(k))
+        np.fill_diagonal(a, 0.0)
+        scale = (np.trace(a @ a) + (one @ a @ one) ** 2 / ((n - 1) * (n - 2))
+                 + 2.0 / (n - 2) * (one @ a @ a @ one)) / (n * (n - 3))  # fmt: skip
+    else:
+        scale = float((a * a).sum())
+    value = hsic(k, k)
+    return 0.0 if abs(value) <= 1e-12 * scale else value
+
+
 def cka(k: np.ndarray, g: np.ndarray, hsic) -> float:  # type: ignore[no-untyped-def]
-    return hsic(k, g) / np.sqrt(hsic(k, k) * hsic(g, g))
+    """HSIC(K, L) / √(HSIC(K, K) HSIC(L, L)); NaN where a self-HSIC is not positive."""
+    kk, gg = self_hsic(k, hsic), self_hsic(g, hsic)
+    return hsic(k, g) / np.sqrt(kk * gg) if kk > 0 and gg > 0 else float("nan")
 
 
 def minibatch_brute(

@@ -140,6 +140,29 @@ def test_bad_input_is_refused_with_one_clear_message() -> None:
     assert np.isnan(cka(x, np.random.default_rng(1).normal(size=(10, 2))))  # constant: undefined
 
 
+@pytest.mark.parametrize("offset", [0.0, 3.0, 100.0])
+@pytest.mark.parametrize("precision", ["exact", "mixed"])
+def test_a_self_hsic_that_is_zero_up_to_rounding_is_undefined(
+    offset: float, precision: str
+) -> None:
+    """One nonzero row: HSIC₁(K, K) is exactly 0 (it is translation-invariant), so debiased CKA
+    is undefined; the streamed sums leave rounding noise of ~1e-16 of the terms, which must give
+    NaN, not a ratio of rounding errors (hypothesis found this at n = 6, ~1e-8 returned)."""
+    x = np.zeros((6, 1)) + offset
+    x[2, 0] += 0.58569354
+    y = np.random.default_rng(3).normal(size=(6, 2))
+    assert np.isnan(brute([x], [y], "debiased")[0, 0])  # the reference agrees
+    assert np.isnan(cka(x, y, "debiased", precision=precision))
+    assert np.isnan(cka_matrix({"x": x}, {"y": y}, "debiased", precision=precision).matrix[0, 0])
+    # a small but real self-HSIC (a second nonzero row) stays defined: ~1e-6 of its terms' size
+    # in float64, ~1e-2 in mixed precision (whose products keep ~7 digits)
+    x[4, 0] += 1e-3 if precision == "exact" else 0.1
+    expected = brute([centred(x)], [centred(y)], "debiased")[0, 0]
+    assert not np.isnan(expected)
+    tol = 1e-4 if precision == "mixed" else 1e-9
+    assert cka(x, y, "debiased", precision=precision) == pytest.approx(expected, rel=tol)
+
+
 def test_torch_tensors_give_the_numpy_numbers() -> None:
     torch = pytest.importorskip("torch")
     x, y = net_layers(50, seed=5)["block2"], net_layers(50, seed=6)["block1"]

@@ -160,7 +160,7 @@ class CkaAccumulator:
         if self.estimator.unit != "batches" and self.rows < 4:
             raise ValueError(f"CKA needs at least 4 rows, got {self.rows}")
         matrix = self.estimator.finish(
-            self._ops, state.sums, self.rows, self._layout, self.threshold
+            self._ops, state.sums, self.rows, self._layout, self.threshold, self.precision
         )
         extra = {"batches": self.updates} if self.estimator.unit == "batches" else {}
         return CkaResult(

@@ -169,8 +169,15 @@ def upper_to_full(g: np.ndarray) -> np.ndarray:
     return np.triu(g) + np.triu(g, 1).T
 
 
-def finish_streaming(sums: Sums, n: int, layout: Layout, debiased: bool) -> np.ndarray:
-    """CKA matrix (A's layers × B's) from the summed statistics, in float64."""
+def finish_streaming(
+    sums: Sums, n: int, layout: Layout, debiased: bool, precision: str = "exact"
+) -> np.ndarray:
+    """CKA matrix (A's layers × B's) from the summed statistics, in float64.
+
+    A self-HSIC within rounding of zero (`rounding_floor`) is zero: that layer's CKA is then
+    undefined (NaN), not the ratio of two rounding errors (docs/method.md §5).
+    """
+    floor = rounding_floor(n, precision)
     one = layout.widths_b is None
     gram = sums["gram"]
     oa = offsets(layout.widths_a)
@@ -204,26 +211,53 @@ def finish_streaming(sums: Sums, n: int, layout: Layout, debiased: bool) -> np.n
             return gram[rows, cols]
         return gram[cols, rows].T if u > v else diag_a[u]
 
-    def hsic(g: np.ndarray, x: tuple[Any, ...], y: tuple[Any, ...]) -> float:
+    def hsic(g: np.ndarray, x: tuple[Any, ...], y: tuple[Any, ...]) -> tuple[float, float]:
+        """HSIC of a pair and the size of the terms it is the sum of (its rounding scale)."""
         (u, sx, nzx, _), (v, sy, nzy, _) = x, y
         if not debiased:
-            c = g - np.outer(sx, sy) / n  # X̃ᵀỸ: exact column centring of the shifted sums
-            return float(np.einsum("ij,ij->", c, c))
+            outer = np.outer(sx, sy) / n
+            c = g - outer  # X̃ᵀỸ: exact column centring of the shifted sums
+            scale = np.abs(g) + np.abs(outer)
+            return float(np.einsum("ij,ij->", c, c)), float(np.einsum("ij,ij->", scale, scale))
         nn, ksum = sums["nn"], sums["ksum"]
-        tr_kl = float(np.einsum("ij,ij->", g, g)) - nn[u, v]  # tr(K̃L̃)
+        gg = float(np.einsum("ij,ij->", g, g))
+        tr_kl = gg - nn[u, v]  # tr(K̃L̃)
         k1 = sx @ sx - ksum[u]  # 1ᵀK̃1
         l1 = sy @ sy - ksum[v]  # 1ᵀL̃1
         # 1ᵀK̃L̃1 = Σⱼ (xⱼ·Sx − kⱼ)(yⱼ·Sy − lⱼ)
         kl1 = sx @ g @ sy - nzy[u] @ sy - nzx[v] @ sx + nn[u, v]
-        return float((tr_kl + k1 * l1 / ((n - 1) * (n - 2)) - 2 * kl1 / (n - 2)) / (n * (n - 3)))
+        value = tr_kl + k1 * l1 / ((n - 1) * (n - 2)) - 2 * kl1 / (n - 2)
+        # the same sums of absolute values: what each term's rounding error is relative to
+        ax, ay, ann = np.abs(sx), np.abs(sy), abs(nn[u, v])
+        k1s, l1s = sx @ sx + abs(ksum[u]), sy @ sy + abs(ksum[v])
+        kl1s = ax @ np.abs(g) @ ay + np.abs(nzy[u]) @ ay + np.abs(nzx[v]) @ ax + ann
+        scale = gg + ann + k1s * l1s / ((n - 1) * (n - 2)) + 2 * kl1s / (n - 2)
+        return float(value / (n * (n - 3))), float(scale / (n * (n - 3)))
 
-    self_a = [hsic(g, s, s) for g, s in zip(diag_a, a_stats, strict=True)]
-    self_b = self_a if one else [hsic(g, s, s) for g, s in zip(diag_b, b_stats, strict=True)]
+    def self_hsic(g: np.ndarray, s: tuple[Any, ...]) -> float:
+        value, scale = hsic(g, s, s)
+        return 0.0 if abs(value) <= floor * scale else value
+
+    self_a = [self_hsic(g, s) for g, s in zip(diag_a, a_stats, strict=True)]
+    self_b = self_a if one else [self_hsic(g, s) for g, s in zip(diag_b, b_stats, strict=True)]
     out = np.empty((la, len(b_stats)))
     for i, x in enumerate(a_stats):
         for j, y in enumerate(b_stats):
-            out[i, j] = _ratio(hsic(block(x, y), x, y), self_a[i], self_b[j])
+            out[i, j] = _ratio(hsic(block(x, y), x, y)[0], self_a[i], self_b[j])
     return out
+
+
+def rounding_floor(n: int, precision: str) -> float:
+    """The relative size below which a self-HSIC is rounding error, not signal.
+
+    A self-HSIC is a sum of terms of size `scale` that cancel; summing n rows of them leaves an
+    error of a few ε·√n·scale in practice (float64 sums; float32 products of at most MIXED_ROWS
+    rows in mixed precision). 16ε·max(√n, 8) stays far above that and far below any self-HSIC
+    that still carries a digit.
+    """
+    eps = float(np.finfo(np.float32 if precision == "mixed" else np.float64).eps)
+    rows = min(n, MIXED_ROWS) if precision == "mixed" else n
+    return 16 * eps * max(float(np.sqrt(rows)), 8.0)
 
 
 def _ratio(xy: float, xx: float, yy: float) -> float:

@@ -48,7 +48,15 @@ class Estimator:
         """The sums of two disjoint parts: added (rbf: its row blocks, concatenated)."""
         return {k: a[k] + b[k] for k in a}
 
-    def finish(self, ops: Ops, sums: Sums, rows: int, layout: Layout, threshold: float) -> Any:
+    def finish(
+        self,
+        ops: Ops,
+        sums: Sums,
+        rows: int,
+        layout: Layout,
+        threshold: float,
+        precision: str = "exact",
+    ) -> Any:
         """The CKA matrix (A's layers × B's) from complete sums over `rows` rows."""
         import numpy as np
 
@@ -61,7 +69,7 @@ class Estimator:
             layers = [ops.rows_concat([b[u] for b in blocks]) for u in range(layout.joint)]
             return e.cka_from_hsic(e.rbf_hsic(ops, layers, threshold), layout)
         host = {k: np.asarray(ops.numpy(v)) for k, v in sums.items()}
-        return e.finish_streaming(host, rows, layout, self.unbiased)
+        return e.finish_streaming(host, rows, layout, self.unbiased, precision)
 
 
 ESTIMATORS: Registry[Estimator] = Registry("estimator")

@@ -333,7 +333,14 @@ def finish(
 ) -> np.ndarray:
     """The CKA matrix from complete (merged) shard sums over `rows` rows."""
     estimator = ESTIMATORS.get(config["estimator"])
-    matrix = estimator.finish(NumpyOps(), sums, rows, layout, config.get("threshold", 0.5))
+    matrix = estimator.finish(
+        NumpyOps(),
+        sums,
+        rows,
+        layout,
+        config.get("threshold", 0.5),
+        config.get("precision", "exact"),
+    )
     return matrix if pick is None else matrix[np.ix_(pick[0], pick[1])]
 
 
