@@ -381,5 +381,5 @@ class _Background:
         self.stop.set()
         while self.thread.is_alive():  # unblock a producer waiting on a full queue
             with contextlib.suppress(queue.Empty):
-                self.items.get(timeout=0.1)
-        self.thread.join()
+                self.items.get_nowait()
+            self.thread.join(0.01)  # not a blocking get: a finished producer puts nothing more

@@ -197,12 +197,31 @@ class StoreWriter:
         index: np.ndarray,
         layers: Mapping[str, np.ndarray],
     ) -> None:
-        stop = start + len(labels)
-        self._datasets[split, "labels"][start:stop] = labels
-        self._datasets[split, "index"][start:stop] = index
-        for name, rows in layers.items():
-            self._datasets[split, name][start:stop] = rows
+        for name, rows in {"labels": labels, "index": index, **layers}.items():
+            _write_rows(self._datasets[split, name], start, rows, len(labels))
         self._written[split] += len(labels)
+
+
+def _write_rows(ds: h5py.Dataset, start: int, rows: np.ndarray, count: int) -> None:
+    """`ds[start : start + count] = rows` through h5py's low-level API: the same write,
+    without the ~70 µs of Python that slicing spends on each call (extract makes one per layer
+    and batch, on a thread that shares the GIL with the forward passes)."""
+    import numpy as np
+    from h5py import h5s
+
+    rows = np.asarray(rows)
+    shape = (count, *ds.shape[1:])
+    if rows.shape != shape or start < 0 or start + count > ds.shape[0]:
+        raise ValueError(
+            f"{ds.name}: rows of shape {rows.shape} at row {start} do not fit; expected {shape} "
+            f"within its {ds.shape[0]} rows"
+        )
+    if count == 0:
+        return
+    rows = np.ascontiguousarray(rows, dtype=ds.dtype)  # a view when it already is
+    space = ds.id.get_space()
+    space.select_hyperslab((start, *(0 for _ in shape[1:])), shape)
+    ds.id.write(h5s.create_simple(shape), space, rows)
 
 
 def _write_error(err: BaseException) -> OSError:

@@ -68,6 +68,21 @@ def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("start", "rows", "labels"),
+    [(0, np.zeros((2, 3)), np.zeros(2)), (3, np.zeros((2, 2)), np.zeros(2)),
+     (0, np.zeros((2, 2)), np.zeros(3)), (-1, np.zeros((1, 2)), np.zeros(1))],
+)  # fmt: skip
+def test_rows_that_do_not_fit_are_refused_and_leave_nothing(
+    tmp_path: Path, start: int, rows: np.ndarray, labels: np.ndarray
+) -> None:
+    """Too wide, past the end, labels of another length, before the start: one clear error."""
+    with pytest.raises(ValueError, match="do not fit"), StoreWriter(tmp_path / "s.h5", {}) as w:
+        w.create_split("train", 4, {"a": LayerSpec(2, (2,), "none")})
+        w.write("train", start, labels, np.zeros(len(labels)), {"a": rows})
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_existing_store_needs_force(tmp_path: Path) -> None:
     path = write_store(tmp_path / "s.h5")
     with pytest.raises(UsageError, match="exists"):
