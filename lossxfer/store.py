@@ -36,6 +36,7 @@ COMPRESSIONS = ("lzf", "gzip")
 _JSON_ATTRS = ("model", "dataset", "objective_opts", "shard")  # root attributes holding objects
 _META = ("labels", "index")
 ROW_CHUNK_BYTES = 1 << 20  # about 1 MiB per chunk
+WRITE_CACHE_BYTES = 4 * ROW_CHUNK_BYTES  # per dataset being written
 
 
 @dataclass
@@ -96,7 +97,10 @@ class StoreWriter:
 
         tmp = self._tmp = self._stack.enter_context(atomic_path(self.path, self.force))
         try:
-            self._file = self._stack.enter_context(h5py.File(tmp, "w", libver="latest"))
+            # A chunk cache of a few chunks per dataset: HDF5's default (1 MiB) cannot hold one
+            # ~1 MiB chunk, so each row block would be written through (3× slower).
+            file = h5py.File(tmp, "w", libver="latest", rdcc_nbytes=WRITE_CACHE_BYTES)
+            self._file = self._stack.enter_context(file)
             root = self._file.attrs
             root["format"] = ACTIVATIONS
             root["lossxfer_version"] = __version__
