@@ -77,6 +77,7 @@ def test_rows_equal_a_direct_forward_pass(cli, resnet: Path, tmp_path: Path) -> 
     timing = result["timing"]  # the rate of extraction proper, not of imports and set-up
     assert timing["rows_per_s"] == pytest.approx(80 / timing["stream_s"])
     assert timing["stream_s"] < timing["wall_s"]
+    assert 0 < timing["close_s"] < timing["stream_s"] - timing["forward_s"]
     assert result["model"]["arch"] == "resnet18"
     with open_store(out) as store:
         for split in ("train", "test"):
