@@ -90,7 +90,14 @@ def minibatch_brute(
     def total(x: np.ndarray, y: np.ndarray) -> float:
         return sum(hsic_unbiased(gram(rows(x, i)), gram(rows(y, i))) for i in batches)
 
-    return np.array([[total(x, y) / np.sqrt(total(x, x) * total(y, y)) for y in ys] for x in xs])
+    def own(x: np.ndarray) -> float:  # each batch's self-HSIC with the rounding rule of cka()
+        return sum(self_hsic(gram(rows(x, i)), hsic_unbiased) for i in batches)
+
+    def ratio(x: np.ndarray, y: np.ndarray) -> float:
+        xx, yy = own(x), own(y)
+        return total(x, y) / np.sqrt(xx * yy) if xx > 0 and yy > 0 else float("nan")
+
+    return np.array([[ratio(x, y) for y in ys] for x in xs])
 
 
 def brute(xs: list[np.ndarray], ys: list[np.ndarray], kind: str, threshold: float = 0.5):  # type: ignore[no-untyped-def]

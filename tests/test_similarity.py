@@ -163,6 +163,22 @@ def test_a_self_hsic_that_is_zero_up_to_rounding_is_undefined(
     assert cka(x, y, "debiased", precision=precision) == pytest.approx(expected, rel=tol)
 
 
+def test_minibatch_self_hsic_zero_up_to_rounding_is_undefined() -> None:
+    """Each minibatch of 6 holds one nonzero row of x: every HSIC₁(Kᵢ, Kᵢ) is exactly 0 and so is
+    their sum; minibatch CKA is undefined (it returned rounding noise: 0.026, 2e-17, 0.004)."""
+    rng = np.random.default_rng(0)
+    for offset in (0.0, 3.0, 100.0):
+        x = np.zeros((12, 1)) + offset
+        x[2, 0] += 0.58569354
+        x[8, 0] += 0.3
+        y = rng.normal(size=(12, 2))
+        assert np.isnan(minibatch_brute([x], [y], [np.arange(6), np.arange(6, 12)])[0, 0])
+        assert np.isnan(cka(x, y, "minibatch", batch_size=6))
+        # one batch of 12 holds both rows: defined, and equal to debiased CKA
+        expected = brute([centred(x)], [centred(y)], "debiased")[0, 0]
+        assert cka(x, y, "minibatch", batch_size=12) == pytest.approx(expected, rel=1e-9)
+
+
 def test_torch_tensors_give_the_numpy_numbers() -> None:
     torch = pytest.importorskip("torch")
     x, y = net_layers(50, seed=5)["block2"], net_layers(50, seed=6)["block1"]

@@ -266,11 +266,17 @@ def _ratio(xy: float, xx: float, yy: float) -> float:
     return xy / float(np.sqrt(denom)) if denom > 0 and xx > 0 else float("nan")
 
 
-def cka_from_hsic(m: np.ndarray, layout: Layout) -> np.ndarray:
-    """CKA matrix from the joint layers' HSIC matrix (minibatch and RBF)."""
+def cka_from_hsic(
+    m: np.ndarray, layout: Layout, scale: np.ndarray | None = None, floor: float = 0.0
+) -> np.ndarray:
+    """CKA matrix from the joint layers' HSIC matrix (minibatch and RBF); a self-HSIC at most
+    `floor` × its `scale` (the size of what it was computed from) is taken as 0."""
     la = len(layout.widths_a)
     cols = range(la) if layout.one_store else range(la, layout.joint)
-    return np.array([[_ratio(m[i, j], m[i, i], m[j, j]) for j in cols] for i in range(la)])
+    own = np.diag(m).copy()
+    if scale is not None:
+        own[np.abs(own) <= floor * scale] = 0.0
+    return np.array([[_ratio(m[i, j], own[i], own[j]) for j in cols] for i in range(la)])
 
 
 class Minibatch:
@@ -279,7 +285,8 @@ class Minibatch:
     def __init__(self, ops: Ops, n_layers: int) -> None:
         self.ops = ops
         self.n_layers = n_layers
-        self.sums: Sums = {"hsic": ops.zeros(n_layers, n_layers)}
+        # scale: Σ ‖K‖²_F / (m(m−3)) per layer, the size a self-HSIC₁ is rounded against
+        self.sums: Sums = {"hsic": ops.zeros(n_layers, n_layers), "scale": ops.zeros(n_layers)}
 
     def update(self, rows_a: list[Any], rows_b: list[Any] | None) -> None:
         """One minibatch: rows of every joint layer. Each layer's Gram is formed once."""
@@ -293,12 +300,13 @@ class Minibatch:
             x = ops.load(x)
             x -= x.mean(0)  # per-batch feature centring: HSIC₁ is unchanged, digits are kept
             ops.gram_into(stack[u], x)
+            self.sums["scale"][u] += (stack[u] * stack[u]).sum() * (1.0 / (m * (m - 3)))
             ops.centre(stack[u], unbiased=True)
         flat = stack.reshape(self.n_layers, m * m)
         self.sums["hsic"] += (flat @ flat.T) * (1.0 / (m * (m - 3)))
 
     def export(self) -> Sums:
-        return {"hsic": self.ops.numpy(self.sums["hsic"])}
+        return {name: self.ops.numpy(v) for name, v in self.sums.items()}
 
 
 def rbf_hsic(ops: Ops, layers: list[Any], threshold: float) -> np.ndarray:

@@ -63,7 +63,8 @@ class Estimator:
         from lossxfer.similarity import estimators as e
 
         if self.unit == "batches":
-            return e.cka_from_hsic(np.asarray(ops.numpy(sums["hsic"])), layout)
+            hsic, scale = (np.asarray(ops.numpy(sums[k])) for k in ("hsic", "scale"))
+            return e.cka_from_hsic(hsic, layout, scale, e.rounding_floor(rows, "exact"))
         if self.unit == "all":
             blocks = sums["blocks"]
             layers = [ops.rows_concat([b[u] for b in blocks]) for u in range(layout.joint)]
