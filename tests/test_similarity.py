@@ -179,6 +179,19 @@ def test_minibatch_self_hsic_zero_up_to_rounding_is_undefined() -> None:
         assert cka(x, y, "minibatch", batch_size=12) == pytest.approx(expected, rel=1e-9)
 
 
+@pytest.mark.parametrize("width", [1, 5, 16, 37])
+def test_upper_to_full_mirrors_the_upper_triangle(width: int) -> None:
+    """Blocked (step 8 here: several blocks and a partial one) and exact: copies, no arithmetic."""
+    from lossxfer.similarity.estimators import upper_to_full
+
+    g = np.asfortranarray(np.random.default_rng(width).normal(size=(width, width)))
+    full = upper_to_full(g, step=8)
+    np.testing.assert_array_equal(full, np.triu(g) + np.triu(g, 1).T)
+    np.testing.assert_array_equal(
+        g, np.asfortranarray(np.random.default_rng(width).normal(size=(width, width)))
+    )
+
+
 def test_torch_tensors_give_the_numpy_numbers() -> None:
     torch = pytest.importorskip("torch")
     x, y = net_layers(50, seed=5)["block2"], net_layers(50, seed=6)["block1"]

