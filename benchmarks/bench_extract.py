@@ -81,7 +81,7 @@ def throughput(
                 network(x)
             return len(images) / (time.perf_counter() - tick)
 
-    def extract(r: int) -> float:
+    def extract() -> float:
         out = folder / f"{arch}-{layers}.h5"
         config = ExtractConfig(
             checkpoint=str(ckpt), data=data, out=str(out), splits=("train",),
@@ -100,7 +100,7 @@ def throughput(
                                  for side in rates) < seconds:  # fmt: skip
             order = ("bare", "extract") if r % 2 == 0 else ("extract", "bare")
             for side in order:
-                rates[side].append(bare() if side == "bare" else extract(r))
+                rates[side].append(bare() if side == "bare" else extract())
             r += 1
     ratios = [e / b for e, b in zip(rates["extract"], rates["bare"], strict=True)]
     best_bare, best_extract = max(rates["bare"]), max(rates["extract"])
@@ -152,6 +152,9 @@ def main() -> None:
     parser.add_argument("--memory-rows", default="10000,30000,100000")
     parser.add_argument("--arch", default="smallcnn,resnet18", help="the cases to run")
     args = parser.parse_args()
+    unknown = set(args.arch.split(",")) - {"smallcnn", "resnet18"}
+    if unknown:
+        parser.error(f"--arch: unknown {', '.join(sorted(unknown))} (smallcnn, resnet18)")
     import torch
 
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, torch default "

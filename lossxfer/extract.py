@@ -134,7 +134,8 @@ def run_extract(config: ExtractConfig, progress: ProgressFn | None = None) -> Re
                     forward_s += extract_split(network, split, lo, hi, write, name, layers,
                                                config, device, report)  # fmt: skip
                 closing = time.perf_counter()
-        stream_s = time.perf_counter() - streaming
+        closed = time.perf_counter()
+        stream_s = closed - streaming
     stages.done("forward", forward_s)
     stages.done("write", stream_s - forward_s)  # reading images and writing rows, beside it
     wall = time.perf_counter() - started
@@ -157,7 +158,7 @@ def run_extract(config: ExtractConfig, progress: ProgressFn | None = None) -> Re
             "stream_s": stream_s,  # loading, forward passes and writing: wall_s less set-up
             "forward_s": forward_s,
             # the end of stream_s: the writes still queued, then flush, fsync and rename
-            "close_s": stream_s - (closing - streaming),
+            "close_s": closed - closing,
             "device": str(device),
             "threads": threads,
         },

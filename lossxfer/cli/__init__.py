@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from typing import Any
 
 # verb → the module under lossxfer.cli that registers it, in the order `--help` lists them
@@ -46,8 +47,6 @@ def load(verb: str | None = None) -> Any:
 
 def main(argv: list[str] | None = None) -> None:
     """The `lossxfer` entry point (see lossxfer.cli.app.main)."""
-    import sys
-
     from lossxfer.cli.app import main as run
     from lossxfer.cli.completion import COMPLETE_VAR
 

@@ -221,40 +221,40 @@ def finish_streaming(
             return gram[rows, cols]
         return gram[cols, rows].T if u > v else diag_a[u]
 
-    def hsic(g: np.ndarray, x: tuple[Any, ...], y: tuple[Any, ...], own: bool = False) -> float:
-        """HSIC of a pair. `own` (a self-HSIC): 0 when it is within rounding of 0, judged
-        against the sum of its terms' absolute values (docs/method.md §5)."""
+    def hsic(g: np.ndarray, x: tuple[Any, ...], y: tuple[Any, ...]) -> float:
         (u, sx, nzx, _), (v, sy, nzy, _) = x, y
         if not debiased:
-            outer = np.outer(sx, sy) / n
-            c = g - outer  # X̃ᵀỸ: exact column centring of the shifted sums
-            value = float(np.einsum("ij,ij->", c, c))
-            if own:
-                size = np.abs(g) + np.abs(outer)
-                scale = float(np.einsum("ij,ij->", size, size))
-        else:
-            nn, ksum = sums["nn"], sums["ksum"]
-            gg = float(np.einsum("ij,ij->", g, g))
-            tr_kl = gg - nn[u, v]  # tr(K̃L̃)
-            k1 = sx @ sx - ksum[u]  # 1ᵀK̃1
-            l1 = sy @ sy - ksum[v]  # 1ᵀL̃1
-            # 1ᵀK̃L̃1 = Σⱼ (xⱼ·Sx − kⱼ)(yⱼ·Sy − lⱼ)
-            kl1 = sx @ g @ sy - nzy[u] @ sy - nzx[v] @ sx + nn[u, v]
-            norm = n * (n - 3)
-            value = float((tr_kl + k1 * l1 / ((n - 1) * (n - 2)) - 2 * kl1 / (n - 2)) / norm)
-            if own:
-                ax, ay, ann = np.abs(sx), np.abs(sy), abs(nn[u, v])
-                k1s, l1s = sx @ sx + abs(ksum[u]), sy @ sy + abs(ksum[v])
-                kl1s = ax @ np.abs(g) @ ay + np.abs(nzy[u]) @ ay + np.abs(nzx[v]) @ ax + ann
-                scale = float(gg + ann + k1s * l1s / ((n - 1) * (n - 2)) + 2 * kl1s / (n - 2))
-                scale /= norm
-        return 0.0 if own and abs(value) <= floor * scale else value
+            c = g - np.outer(sx, sy) / n  # X̃ᵀỸ: exact column centring of the shifted sums
+            return float(np.einsum("ij,ij->", c, c))
+        nn, ksum = sums["nn"], sums["ksum"]
+        tr_kl = float(np.einsum("ij,ij->", g, g)) - nn[u, v]  # tr(K̃L̃)
+        k1 = sx @ sx - ksum[u]  # 1ᵀK̃1
+        l1 = sy @ sy - ksum[v]  # 1ᵀL̃1
+        # 1ᵀK̃L̃1 = Σⱼ (xⱼ·Sx − kⱼ)(yⱼ·Sy − lⱼ)
+        kl1 = sx @ g @ sy - nzy[u] @ sy - nzx[v] @ sx + nn[u, v]
+        return float((tr_kl + k1 * l1 / ((n - 1) * (n - 2)) - 2 * kl1 / (n - 2)) / (n * (n - 3)))
 
-    self_a = [hsic(g, s, s, own=True) for g, s in zip(diag_a, a_stats, strict=True)]
-    if one:
-        self_b = self_a
-    else:
-        self_b = [hsic(g, s, s, own=True) for g, s in zip(diag_b, b_stats, strict=True)]
+    def size(g: np.ndarray, x: tuple[Any, ...]) -> float:
+        """`hsic(g, x, x)` with every term and product of its sums taken by absolute value:
+        what its rounding error is relative to."""
+        u, sx, nzx, _ = x
+        a, ax = np.abs(g), np.abs(sx)
+        if not debiased:
+            c = a + np.outer(ax, ax) / n
+            return float(np.einsum("ij,ij->", c, c))
+        nn, ksum = abs(sums["nn"][u, u]), abs(sums["ksum"][u])
+        k1 = sx @ sx + ksum
+        kl1 = ax @ a @ ax + 2 * np.abs(nzx[u]) @ ax + nn
+        total = float(np.einsum("ij,ij->", g, g)) + nn + k1 * k1 / ((n - 1) * (n - 2))
+        return float((total + 2 * kl1 / (n - 2)) / (n * (n - 3)))
+
+    def own(g: np.ndarray, x: tuple[Any, ...]) -> float:
+        """A self-HSIC; 0 when it is within rounding of 0 (docs/method.md §5)."""
+        value = hsic(g, x, x)
+        return 0.0 if abs(value) <= floor * size(g, x) else value
+
+    self_a = [own(g, s) for g, s in zip(diag_a, a_stats, strict=True)]
+    self_b = self_a if one else [own(g, s) for g, s in zip(diag_b, b_stats, strict=True)]
     out = np.empty((la, len(b_stats)))
     for i, x in enumerate(a_stats):
         for j, y in enumerate(b_stats):
